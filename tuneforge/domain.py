@@ -1,0 +1,189 @@
+"""Domain types shared by the API server, the worker and serving.
+
+This module sits at the bottom of the import graph: it imports nothing of ours and nothing
+heavy (no torch), so every side can use it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+
+
+def new_id(prefix: str) -> str:
+    """An OpenAI-style id: `prefix-` plus 24 url-safe random characters."""
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    return prefix + "".join(secrets.choice(alphabet) for _ in range(24))
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class FilePurpose(StrEnum):
+    FINE_TUNE = "fine-tune"
+    FINE_TUNE_RESULTS = "fine-tune-results"
+    ASSISTANTS = "assistants"
+    BATCH = "batch"
+    VISION = "vision"
+    USER_DATA = "user_data"
+    EVALS = "evals"
+
+
+# Purposes a client may upload with; `fine-tune-results` is written by the service only.
+UPLOADABLE_PURPOSES = frozenset(p.value for p in FilePurpose) - {FilePurpose.FINE_TUNE_RESULTS}
+
+
+class JobStatus(StrEnum):
+    VALIDATING_FILES = "validating_files"
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+# Jobs a worker should be holding or about to pick up.
+ACTIVE_STATUSES = frozenset({JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING})
+
+
+class UploadStatus(StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class EventLevel(StrEnum):
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+
+class EventType(StrEnum):
+    MESSAGE = "message"
+    METRICS = "metrics"
+
+
+class MethodType(StrEnum):
+    SUPERVISED = "supervised"
+    DPO = "dpo"
+
+
+class Quantization(StrEnum):
+    """TuneForge extension: how the base model is loaded for training."""
+
+    AUTO = "auto"  # 4-bit when the model would not fit in the device's memory otherwise
+    NF4 = "4bit"  # QLoRA: 4-bit NF4 base, bf16 compute (bitsandbytes)
+    NONE = "none"  # plain LoRA on a full-precision base
+
+
+Auto = Literal["auto"]
+
+
+def auto_or(kind: type[int] | type[float], *, low: float, high: float,
+            low_inclusive: bool = True) -> Any:
+    """OpenAI's `"auto"`-or-number hyperparameter, validated as one value so that an error
+    names the field itself and the bound it broke."""
+
+    def check(value: object) -> object:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"must be 'auto' or a number, got {value!r}")
+        if kind is int and not float(value).is_integer():
+            raise ValueError(f"must be 'auto' or a whole number, got {value!r}")
+        number = kind(value)
+        too_low = number < low if low_inclusive else number <= low
+        if too_low or number > high:
+            bracket = "[" if low_inclusive else "("
+            raise ValueError(f"must be 'auto' or in {bracket}{low:g}, {high:g}], got {value!r}")
+        return number
+
+    number_schema: dict[str, Any] = {"type": "integer" if kind is int else "number",
+                                     "maximum": high}
+    number_schema["minimum" if low_inclusive else "exclusiveMinimum"] = low
+    return Annotated[
+        Auto | kind,
+        PlainValidator(check),
+        WithJsonSchema({"anyOf": [{"const": "auto"}, number_schema]}),
+    ]
+
+
+class Hyperparameters(BaseModel):
+    """OpenAI's hyperparameters: each value is a number or the string "auto"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: auto_or(int, low=1, high=256) = "auto"  # type: ignore[valid-type]
+    learning_rate_multiplier: auto_or(  # type: ignore[valid-type]
+        float, low=0, high=10, low_inclusive=False) = "auto"
+    n_epochs: auto_or(int, low=1, high=50) = "auto"  # type: ignore[valid-type]
+
+
+class DpoHyperparameters(Hyperparameters):
+    beta: auto_or(float, low=0, high=2, low_inclusive=False) = "auto"  # type: ignore[valid-type]
+
+
+class LoraConfig(BaseModel):
+    """TuneForge extension (`lora` in the job request): adapter and quantization settings.
+
+    Defaults are the safe default for small-data SFT: r=16, alpha=16, no dropout, every
+    linear layer adapted.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    rank: Annotated[int, Field(ge=1, le=256)] = 16
+    alpha: Annotated[float, Field(gt=0, le=1024)] = 16
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    target_modules: Literal["all-linear"] | list[str] = "all-linear"
+    quantization: Quantization = Quantization.AUTO
+
+
+class ResolvedHyperparameters(BaseModel):
+    """Concrete values after "auto" is resolved by the worker."""
+
+    batch_size: int
+    learning_rate_multiplier: float
+    n_epochs: int
+    beta: float | None = None
+
+
+class JobSpec(BaseModel):
+    """Everything a worker needs to train one job; built by the server, read by the worker."""
+
+    job_id: str
+    organization_id: str
+    model: str
+    method: MethodType
+    training_file: str
+    validation_file: str | None = None
+    hyperparameters: DpoHyperparameters
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    seed: int
+    suffix: str | None = None
+
+
+def fine_tuned_model_name(base: str, organization_id: str, suffix: str | None, job_id: str) -> str:
+    """`ft:{base}:{org}:{suffix}:{id}` as OpenAI names fine-tuned models."""
+    short_id = job_id.removeprefix("ftjob-")
+    return f"ft:{base}:{organization_id}:{suffix or ''}:{short_id}"
+
+
+def checkpoint_model_name(fine_tuned_model: str, step: int) -> str:
+    return f"{fine_tuned_model}:ckpt-step-{step}"
+
+
+def job_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}"
+
+
+def file_key(file_id: str) -> str:
+    return f"files/{file_id}"
