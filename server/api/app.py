@@ -1,0 +1,114 @@
+"""The Litestar application: OpenAI-compatible REST under /v1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from server.api.deps import provide_principal, provide_services
+from server.api.routes.files import FilesController
+from server.api.routes.inference import InferenceController
+from server.api.routes.jobs import JobsController
+from server.api.routes.models import ModelsController
+from server.api.routes.uploads import UploadsController
+from server.errors import ApiError
+from server.reconciler import run_forever
+from server.service import Services
+from serving.plane import ServingPlane
+
+log = logging.getLogger(__name__)
+
+_STATUS_TYPES = {403: "permission_error", 429: "rate_limit_error"}
+
+
+def _envelope(status: int, message: str, *, type: str, param: str | None = None,
+              code: str | None = None) -> Response[dict[str, Any]]:
+    return Response(
+        ApiError(status, message, type=type, param=param, code=code).envelope(),
+        status_code=status, media_type=MediaType.JSON,
+    )
+
+
+def _api_error(_: Request, exc: ApiError) -> Response[dict[str, Any]]:
+    return _envelope(exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code)
+
+
+def _validation_error(_: Request, exc: ValidationException) -> Response[dict[str, Any]]:
+    errors = exc.extra if isinstance(exc.extra, list) else []
+    first = errors[0] if errors and isinstance(errors[0], dict) else {}
+    param = first.get("key") or None
+    detail = first.get("message") or exc.detail
+    message = f"Invalid value for '{param}': {detail}" if param else str(detail)
+    return _envelope(400, message, type="invalid_request_error", param=param,
+                     code="invalid_value")
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response[dict[str, Any]]:
+    message = exc.detail
+    if exc.status_code == 404:
+        message = f"Unknown request URL: {request.method} {request.url.path}."
+    return _envelope(exc.status_code, message,
+                     type=_STATUS_TYPES.get(exc.status_code, "invalid_request_error"),
+                     code="unknown_url" if exc.status_code == 404 else None)
+
+
+def _internal_error(_: Request, exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error", exc_info=exc)
+    return _envelope(500, "The server had an error while processing your request.",
+                     type="server_error", code="internal_error")
+
+
+def create_app(services: Services, *, run_reconciler: bool = True) -> Litestar:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.services = services
+        await services.ctx.store.ensure_bucket()
+        # The inference plane: starts or attaches to vLLM servers (settings.serving).
+        serving = app.state.serving = ServingPlane(services.ctx.settings, services.ctx.store,
+                                                   services.models)
+        services.models.on_delete.append(serving.forget)
+        await serving.start()
+        task = None
+        if run_reconciler:
+            task = asyncio.create_task(
+                run_forever(services, services.ctx.settings.reconcile_interval_seconds))
+        try:
+            yield
+        finally:
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await serving.stop()
+            await services.ctx.close()
+
+    return Litestar(
+        route_handlers=[FilesController, UploadsController, JobsController, ModelsController,
+                        InferenceController],
+        dependencies={"services": Provide(provide_services),
+                      "principal": Provide(provide_principal)},
+        exception_handlers={
+            ApiError: _api_error,
+            ValidationException: _validation_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(
+            title="TuneForge", version="1.0.0",
+            description="OpenAI-compatible fine-tuning API",
+            components=Components(security_schemes={"bearer": SecurityScheme(
+                type="http", scheme="bearer", description="API key: `Authorization: Bearer tf-…`",
+            )}),
+            security=[{"bearer": []}],
+        ),
+    )

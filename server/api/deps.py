@@ -1,0 +1,22 @@
+"""Request-scoped dependencies: the services and the authenticated caller."""
+
+from __future__ import annotations
+
+from litestar import Request
+from litestar.datastructures import State
+
+from server.auth import Principal, authenticate
+from server.service import Services
+
+
+def services_of(state: State) -> Services:
+    return state.services  # type: ignore[no-any-return]
+
+
+async def provide_services(state: State) -> Services:
+    return services_of(state)
+
+
+async def provide_principal(request: Request, state: State) -> Principal:
+    async with services_of(state).ctx.sessions() as session:
+        return await authenticate(session, request.headers.get("authorization"))

@@ -1,0 +1,59 @@
+"""Errors the service layer raises; transports turn them into the OpenAI error envelope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """An error with OpenAI's shape: `{"error": {message, type, param, code}}`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def invalid(message: str, *, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def not_found(kind: str, object_id: str, *, param: str | None = None) -> ApiError:
+    return ApiError(404, f"No such {kind}: '{object_id}'", param=param, code="not_found")
+
+
+def conflict(message: str, *, code: str = "invalid_state") -> ApiError:
+    return ApiError(409, message, code=code)
+
+
+def unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, code="invalid_api_key")
+
+
+def too_large(message: str, *, param: str | None = None) -> ApiError:
+    return ApiError(413, message, param=param, code="file_too_large")
+
+
+def unavailable(message: str) -> ApiError:
+    return ApiError(503, message, type="server_error", code="service_unavailable")

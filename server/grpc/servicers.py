@@ -1,0 +1,285 @@
+"""The `tuneforge.v1` services over the service layer: authenticate, call, convert.
+
+No rule lives here: every check is the service layer's, as for the REST routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import tuneforge_client._pb.tuneforge.v1.fine_tuning_pb2 as ft_pb2
+import tuneforge_client._pb.tuneforge.v1.fine_tuning_pb2_grpc as ft_pb2_grpc
+from pydantic import ValidationError
+from tuneforge_client._pb.tuneforge.v1 import (
+    files_pb2,
+    files_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+)
+
+from server.auth import Principal, authenticate
+from server.errors import ApiError, invalid
+from server.grpc import convert
+from server.grpc.errors import from_validation, internal, status_code, trailing_metadata
+from server.service import Services
+from server.service.objects import file_object
+from server.service.requests import JobCreateRequest
+from tuneforge.domain import TERMINAL_STATUSES
+
+log = logging.getLogger(__name__)
+
+# How often WatchEvents looks for new events and job changes (inside the server; clients never
+# poll).
+WATCH_POLL_SECONDS = 0.5
+# Largest data message the Content stream sends.
+CONTENT_CHUNK_BYTES = 1024 * 1024
+# Events fetched per query while replaying.
+REPLAY_PAGE = 500
+
+T = TypeVar("T")
+Context = grpc.aio.ServicerContext
+
+
+def _as_api_error(exc: Exception) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ValidationError):
+        return from_validation(exc)
+    log.error("unhandled error in a gRPC call", exc_info=exc)
+    return internal()
+
+
+async def _abort(context: Context, exc: Exception) -> None:
+    error = _as_api_error(exc)
+    await context.abort(status_code(error.status), error.message,
+                        trailing_metadata=trailing_metadata(error))
+
+
+def unary(fn: Callable[[Any, Any, Context], Awaitable[T]]
+          ) -> Callable[[Any, Any, Context], Awaitable[T]]:
+    """Turn service-layer errors of a unary-response handler into statuses."""
+
+    @functools.wraps(fn)
+    async def handler(self: Any, request: Any, context: Context) -> T:
+        try:
+            return await fn(self, request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+            raise AssertionError("unreachable") from exc  # abort always raises
+
+    return handler
+
+
+def streaming(fn: Callable[[Any, Any, Context], AsyncIterator[T]]
+              ) -> Callable[[Any, Any, Context], AsyncIterator[T]]:
+    """Turn service-layer errors of a response-streaming handler into statuses."""
+
+    @functools.wraps(fn)
+    async def handler(self: Any, request: Any, context: Context) -> AsyncIterator[T]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return handler
+
+
+class _Base:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def principal(self, context: Context) -> Principal:
+        authorization = next((value for key, value in context.invocation_metadata() or ()
+                              if key == "authorization"), None)
+        if isinstance(authorization, bytes):
+            authorization = authorization.decode()
+        async with self.services.ctx.sessions() as session:
+            return await authenticate(session, authorization)
+
+
+def _opt(message: Any, name: str) -> Any:
+    return getattr(message, name) if message.HasField(name) else None
+
+
+class FilesServicer(_Base, files_pb2_grpc.FilesServicer):
+    @unary
+    async def Upload(self, request_iterator: AsyncIterator[files_pb2.UploadFileRequest],
+                     context: Context) -> files_pb2.File:
+        principal = await self.principal(context)
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("payload") != "metadata":
+            raise invalid("The first message of an upload must carry `metadata` (filename and "
+                          "purpose).", param="metadata")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for message in request_iterator:
+                if message.WhichOneof("payload") != "chunk":
+                    raise invalid("Only the first message of an upload may carry `metadata`.",
+                                  param="metadata")
+                yield message.chunk
+
+        created = await self.services.files.create(
+            principal, first.metadata.filename, first.metadata.purpose, chunks())
+        return convert.file(created)
+
+    @unary
+    async def Get(self, request: files_pb2.GetFileRequest,
+                  context: Context) -> files_pb2.File:
+        principal = await self.principal(context)
+        return convert.file(await self.services.files.get(principal, request.file_id))
+
+    @unary
+    async def List(self, request: files_pb2.ListFilesRequest,
+                   context: Context) -> files_pb2.ListFilesResponse:
+        principal = await self.principal(context)
+        kwargs: dict[str, Any] = {"after": _opt(request, "after"),
+                                  "purpose": _opt(request, "purpose")}
+        if request.HasField("limit"):
+            kwargs["limit"] = request.limit
+        if request.HasField("order"):
+            if request.order not in ("asc", "desc"):
+                raise invalid("order must be 'asc' or 'desc'", param="order")
+            kwargs["order"] = request.order
+        return convert.file_list(await self.services.files.list(principal, **kwargs))
+
+    @unary
+    async def Delete(self, request: files_pb2.DeleteFileRequest,
+                     context: Context) -> files_pb2.FileDeleted:
+        principal = await self.principal(context)
+        return convert.file_deleted(await self.services.files.delete(principal, request.file_id))
+
+    @streaming
+    async def Content(self, request: files_pb2.GetFileContentRequest,
+                      context: Context) -> AsyncIterator[files_pb2.FileContentChunk]:
+        principal = await self.principal(context)
+        row, chunks = await self.services.files.content(principal, request.file_id)
+        header: files_pb2.File | None = convert.file(file_object(row))
+        async for chunk in chunks:
+            for start in range(0, len(chunk), CONTENT_CHUNK_BYTES):
+                yield files_pb2.FileContentChunk(
+                    data=chunk[start:start + CONTENT_CHUNK_BYTES], file=header)
+                header = None
+        if header is not None:  # an empty file
+            yield files_pb2.FileContentChunk(data=b"", file=header)
+
+
+class FineTuningServicer(_Base, ft_pb2_grpc.FineTuningServicer):
+    @unary
+    async def Create(self, request: ft_pb2.CreateJobRequest,
+                     context: Context) -> ft_pb2.FineTuningJob:
+        principal = await self.principal(context)
+        body = JobCreateRequest.model_validate(convert.job_create(request))
+        return convert.job(await self.services.jobs.create(principal, body))
+
+    @unary
+    async def Get(self, request: ft_pb2.GetJobRequest, context: Context) -> ft_pb2.FineTuningJob:
+        principal = await self.principal(context)
+        return convert.job(await self.services.jobs.get(principal, request.fine_tuning_job_id))
+
+    @unary
+    async def List(self, request: ft_pb2.ListJobsRequest,
+                   context: Context) -> ft_pb2.ListJobsResponse:
+        principal = await self.principal(context)
+        kwargs: dict[str, Any] = {"after": _opt(request, "after"),
+                                  "metadata": dict(request.metadata) or None}
+        if request.HasField("limit"):
+            kwargs["limit"] = request.limit
+        return convert.job_list(await self.services.jobs.list(principal, **kwargs))
+
+    @unary
+    async def Cancel(self, request: ft_pb2.CancelJobRequest,
+                     context: Context) -> ft_pb2.FineTuningJob:
+        principal = await self.principal(context)
+        return convert.job(await self.services.jobs.cancel(principal,
+                                                           request.fine_tuning_job_id))
+
+    @unary
+    async def Pause(self, request: ft_pb2.PauseJobRequest,
+                    context: Context) -> ft_pb2.FineTuningJob:
+        principal = await self.principal(context)
+        return convert.job(await self.services.jobs.pause(principal, request.fine_tuning_job_id))
+
+    @unary
+    async def Resume(self, request: ft_pb2.ResumeJobRequest,
+                     context: Context) -> ft_pb2.FineTuningJob:
+        principal = await self.principal(context)
+        return convert.job(await self.services.jobs.resume(principal,
+                                                           request.fine_tuning_job_id))
+
+    @unary
+    async def ListEvents(self, request: ft_pb2.ListJobEventsRequest,
+                         context: Context) -> ft_pb2.ListJobEventsResponse:
+        principal = await self.principal(context)
+        kwargs: dict[str, Any] = {"after": _opt(request, "after")}
+        if request.HasField("limit"):
+            kwargs["limit"] = request.limit
+        return convert.event_list(await self.services.jobs.list_events(
+            principal, request.fine_tuning_job_id, **kwargs))
+
+    @unary
+    async def ListCheckpoints(self, request: ft_pb2.ListJobCheckpointsRequest,
+                              context: Context) -> ft_pb2.ListJobCheckpointsResponse:
+        principal = await self.principal(context)
+        kwargs: dict[str, Any] = {"after": _opt(request, "after")}
+        if request.HasField("limit"):
+            kwargs["limit"] = request.limit
+        return convert.checkpoint_list(await self.services.jobs.list_checkpoints(
+            principal, request.fine_tuning_job_id, **kwargs))
+
+    @streaming
+    async def WatchEvents(self, request: ft_pb2.WatchEventsRequest,
+                          context: Context) -> AsyncIterator[ft_pb2.WatchEventsResponse]:
+        principal = await self.principal(context)
+        jobs = self.services.jobs
+        job_id = request.fine_tuning_job_id
+        job = await jobs.get(principal, job_id)
+        yield ft_pb2.WatchEventsResponse(job=convert.job(job))
+        cursor = request.after or None
+        while True:
+            # The terminal transition and its last event commit together: once a terminal
+            # status has been seen, one more drain sends every event there will be.
+            finished = job.status in TERMINAL_STATUSES
+            while True:
+                page = await jobs.list_events(principal, job_id, after=cursor,
+                                              limit=REPLAY_PAGE, order="asc")
+                for event in page.data:
+                    yield ft_pb2.WatchEventsResponse(event=convert.event(event))
+                    cursor = event.id
+                if not page.has_more:
+                    break
+            if finished:
+                return
+            await asyncio.sleep(WATCH_POLL_SECONDS)
+            latest = await jobs.get(principal, job_id)
+            if latest != job:
+                job = latest
+                yield ft_pb2.WatchEventsResponse(job=convert.job(job))
+
+
+class ModelsServicer(_Base, models_pb2_grpc.ModelsServicer):
+    @unary
+    async def List(self, request: models_pb2.ListModelsRequest,
+                   context: Context) -> models_pb2.ListModelsResponse:
+        principal = await self.principal(context)
+        return convert.model_list(await self.services.models.list(principal))
+
+    @unary
+    async def Get(self, request: models_pb2.GetModelRequest, context: Context) -> models_pb2.Model:
+        principal = await self.principal(context)
+        return convert.model(await self.services.models.get(principal, request.model))
+
+    @unary
+    async def Delete(self, request: models_pb2.DeleteModelRequest,
+                     context: Context) -> models_pb2.ModelDeleted:
+        principal = await self.principal(context)
+        return convert.model_deleted(await self.services.models.delete(principal, request.model))

@@ -1,0 +1,52 @@
+"""Run the API server: migrate the database, then serve REST (uvicorn) and gRPC together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import uvicorn
+
+from server.api.app import create_app
+from server.db.migrate import upgrade
+from server.grpc import GrpcServer, start_grpc
+from server.service import Services
+from server.service.context import Context
+from tuneforge.settings import Settings
+
+
+def prepare(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.effective_database_url)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, stopping the gRPC server first when it shuts down (before the app's lifespan
+    closes the services both transports share)."""
+
+    grpc_server: GrpcServer | None = None
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace=2.0)
+        await super().shutdown(sockets)
+
+
+async def serve(settings: Settings) -> None:
+    services = Services(Context.from_settings(settings))
+    app = create_app(services)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
+                            lifespan="on", access_log=False)
+    server = _Server(config)
+    server.grpc_server = await start_grpc(services, settings)
+    try:
+        await server.serve()
+    finally:
+        await server.grpc_server.stop(grace=None)
+
+
+def run(settings: Settings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    prepare(settings)
+    asyncio.run(serve(settings))

@@ -1,0 +1,18 @@
+"""The service layer: the rules. Transports (REST, gRPC) call it; it alone touches the store."""
+
+from __future__ import annotations
+
+from server.service.context import Context
+from server.service.files import FileService
+from server.service.jobs import JobService
+from server.service.models import ModelService
+from server.service.uploads import UploadService
+
+
+class Services:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.files = FileService(ctx)
+        self.uploads = UploadService(ctx, self.files)
+        self.jobs = JobService(ctx)
+        self.models = ModelService(ctx)

@@ -1,0 +1,410 @@
+"""Fine-tuning jobs: creation rules and the state machine.
+
+Every transition is one transaction whose UPDATE is guarded by the current status, so two
+actors (a user's cancel, a worker's finish) can never both win.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.auth import Principal
+from server.db.models import File, FineTunedModel, Job, JobCheckpoint, JobEvent
+from server.errors import conflict, invalid, not_found
+from server.service.context import Context
+from server.service.objects import (
+    CheckpointObject,
+    FineTuningJobObject,
+    JobEventObject,
+    ListPage,
+    checkpoint_object,
+    event_object,
+    job_object,
+    page,
+)
+from server.service.pagination import Order, check_limit, fetch_page, scoped
+from server.service.requests import JobCreateRequest
+from tuneforge.domain import (
+    ACTIVE_STATUSES,
+    DpoHyperparameters,
+    EventLevel,
+    EventType,
+    FilePurpose,
+    JobSpec,
+    JobStatus,
+    LoraConfig,
+    MethodType,
+    new_id,
+    now,
+)
+
+log = logging.getLogger(__name__)
+
+CANCELLABLE = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED)
+
+
+def first_queue_job_id(job_id: str) -> str:
+    return f"{job_id}:1"
+
+
+def next_queue_job_id(current: str | None, job_id: str) -> str:
+    attempt = int(current.rsplit(":", 1)[1]) if current and ":" in current else 0
+    return f"{job_id}:{attempt + 1}"
+
+
+def _statuses(statuses: Iterable[JobStatus]) -> list[str]:
+    return [s.value for s in statuses]
+
+
+class JobService:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    # ---- the public API -------------------------------------------------------------------
+
+    async def create(self, principal: Principal, request: JobCreateRequest) -> FineTuningJobObject:
+        method, hyperparameters = self._method_and_hyperparameters(request)
+        if self.ctx.settings.base_model(request.model) is None:
+            available = ", ".join(m.name for m in self.ctx.settings.base_models)
+            raise invalid(f"Model '{request.model}' is not available for fine-tuning. "
+                          f"Available base models: {available}.",
+                          param="model", code="model_not_available")
+        async with self.ctx.sessions() as session:
+            await self._check_file(session, principal, request.training_file, "training_file")
+            if request.validation_file:
+                await self._check_file(session, principal, request.validation_file,
+                                       "validation_file")
+            job_id = new_id("ftjob-")
+            row = Job(
+                id=job_id, organization_id=principal.organization_id, model=request.model,
+                method=method, training_file=request.training_file,
+                validation_file=request.validation_file, suffix=request.suffix,
+                seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
+                status=JobStatus.VALIDATING_FILES, hyperparameters=hyperparameters,
+                lora=(request.lora or LoraConfig()).model_dump(mode="json"),
+                metadata_=request.metadata,
+                integrations=[i.model_dump() for i in request.integrations]
+                if request.integrations else None,
+                result_files=[], queue_job_id=first_queue_job_id(job_id),
+            )
+            session.add(row)
+            await session.flush()
+            await self._event(session, job_id, f"Created fine-tuning job: {job_id}")
+            await self._event(session, job_id, f"Validating training file: {row.training_file}"
+                              + (f" and validation file: {row.validation_file}"
+                                 if row.validation_file else ""))
+            await session.commit()
+        await self._enqueue(job_id, row.queue_job_id)
+        return job_object(row)
+
+    def _method_and_hyperparameters(self, request: JobCreateRequest) -> tuple[str, dict[str, Any]]:
+        if request.method is not None and request.hyperparameters is not None:
+            raise invalid("Pass hyperparameters inside `method` (the top-level `hyperparameters` "
+                          "is the deprecated form), not both.", param="hyperparameters")
+        method = request.method
+        if method is None or method.type == "supervised":
+            if method is not None and method.dpo is not None:
+                raise invalid("method.dpo is given but method.type is 'supervised'.",
+                              param="method.dpo")
+            chosen = (method.supervised.hyperparameters if method and method.supervised
+                      else request.hyperparameters)
+            values = chosen.model_dump() if chosen else {}
+            values.pop("beta", None)
+            defaults = {"batch_size": "auto", "learning_rate_multiplier": "auto",
+                        "n_epochs": "auto"}
+            return MethodType.SUPERVISED, {**defaults, **values}
+        if method.type == "dpo":
+            if method.supervised is not None:
+                raise invalid("method.supervised is given but method.type is 'dpo'.",
+                              param="method.supervised")
+            dpo = method.dpo.hyperparameters if method.dpo else DpoHyperparameters()
+            return MethodType.DPO, dpo.model_dump()
+        raise invalid("Reinforcement fine-tuning is not supported; use 'supervised' or 'dpo'.",
+                      param="method.type", code="unsupported_method")
+
+    async def _check_file(self, session: AsyncSession, principal: Principal, file_id: str,
+                          param: str) -> None:
+        row = (await session.execute(
+            scoped(File, principal.organization_id).where(File.id == file_id)
+        )).scalar_one_or_none()
+        if row is None:
+            raise invalid(f"File '{file_id}' does not exist.", param=param,
+                          code="invalid_file_id")
+        if row.purpose != FilePurpose.FINE_TUNE:
+            raise invalid(f"File '{file_id}' has purpose '{row.purpose}'; fine-tuning needs a "
+                          "file uploaded with purpose 'fine-tune'.", param=param,
+                          code="invalid_file_purpose")
+
+    async def list(self, principal: Principal, *, after: str | None = None, limit: int = 20,
+                   metadata: dict[str, str] | None = None) -> ListPage[FineTuningJobObject]:
+        check_limit(limit, 100)
+        stmt = scoped(Job, principal.organization_id)
+        for key, value in (metadata or {}).items():
+            stmt = stmt.where(Job.metadata_[key].as_string() == value)
+        async with self.ctx.sessions() as session:
+            rows, has_more = await fetch_page(session, stmt, Job, after=after, limit=limit)
+        return ListPage[FineTuningJobObject](**page([job_object(r) for r in rows], has_more))
+
+    async def _row(self, session: AsyncSession, principal: Principal, job_id: str) -> Job:
+        row = (await session.execute(
+            scoped(Job, principal.organization_id).where(Job.id == job_id)
+        )).scalar_one_or_none()
+        if row is None:
+            raise not_found("fine-tuning job", job_id, param="fine_tuning_job_id")
+        return row
+
+    async def get(self, principal: Principal, job_id: str) -> FineTuningJobObject:
+        async with self.ctx.sessions() as session:
+            return job_object(await self._row(session, principal, job_id))
+
+    async def cancel(self, principal: Principal, job_id: str) -> FineTuningJobObject:
+        row = await self._user_transition(
+            principal, job_id, CANCELLABLE, JobStatus.CANCELLED, "Fine-tuning job cancelled",
+            verb="cancel", finished_at=now(), estimated_finish=None,
+        )
+        if row.queue_job_id:
+            try:
+                await self.ctx.queue.abort(row.queue_job_id)
+            except Exception:  # the worker also sees the status between steps
+                log.warning("could not abort queue job of %s", job_id, exc_info=True)
+        return job_object(row)
+
+    async def pause(self, principal: Principal, job_id: str) -> FineTuningJobObject:
+        row = await self._user_transition(
+            principal, job_id, (JobStatus.RUNNING,), JobStatus.PAUSED,
+            "Fine-tuning job paused: training stops at the next step and saves a checkpoint",
+            verb="pause", estimated_finish=None,
+        )
+        return job_object(row)
+
+    async def resume(self, principal: Principal, job_id: str) -> FineTuningJobObject:
+        async with self.ctx.sessions() as session:
+            current = await self._row(session, principal, job_id)
+        queue_job_id = next_queue_job_id(current.queue_job_id, job_id)
+        row = await self._user_transition(
+            principal, job_id, (JobStatus.PAUSED,), JobStatus.QUEUED,
+            "Fine-tuning job resumed: it continues from its last checkpoint",
+            verb="resume", queue_job_id=queue_job_id,
+        )
+        await self._enqueue(job_id, queue_job_id)
+        return job_object(row)
+
+    async def _user_transition(self, principal: Principal, job_id: str,
+                               allowed: Iterable[JobStatus], to: JobStatus, message: str, *,
+                               verb: str, **values: Any) -> Job:
+        async with self.ctx.sessions() as session, session.begin():
+            await self._row(session, principal, job_id)  # 404 for another tenant's job
+            if not await self._transition(session, job_id, allowed, to, **values):
+                current = (await session.execute(
+                    select(Job.status).where(Job.id == job_id))).scalar_one()
+                raise conflict(f"Cannot {verb} fine-tuning job {job_id}: it is {current}.")
+            await self._event(session, job_id, message)
+        async with self.ctx.sessions() as session:
+            return await self._row(session, principal, job_id)
+
+    async def list_events(self, principal: Principal, job_id: str, *, after: str | None = None,
+                          limit: int = 20, order: Order = "desc") -> ListPage[JobEventObject]:
+        check_limit(limit, 1000)
+        async with self.ctx.sessions() as session:
+            await self._row(session, principal, job_id)
+            rows, has_more = await fetch_page(
+                session, select(JobEvent).where(JobEvent.job_id == job_id), JobEvent,
+                after=after, limit=limit, order=order)
+        return ListPage[JobEventObject](**page([event_object(r) for r in rows], has_more))
+
+    async def list_checkpoints(self, principal: Principal, job_id: str, *,
+                               after: str | None = None,
+                               limit: int = 10) -> ListPage[CheckpointObject]:
+        check_limit(limit, 100)
+        async with self.ctx.sessions() as session:
+            await self._row(session, principal, job_id)
+            rows, has_more = await fetch_page(
+                session, select(JobCheckpoint).where(JobCheckpoint.job_id == job_id),
+                JobCheckpoint, after=after, limit=limit)
+        return ListPage[CheckpointObject](**page([checkpoint_object(r) for r in rows], has_more))
+
+    # ---- the worker's side (trusted callers: no tenant check) -----------------------------
+
+    async def spec(self, job_id: str) -> JobSpec | None:
+        async with self.ctx.sessions() as session:
+            row = (await session.execute(select(Job).where(Job.id == job_id))).scalar_one_or_none()
+        if row is None:
+            return None
+        return JobSpec(
+            job_id=row.id, organization_id=row.organization_id, model=row.model,
+            method=MethodType(row.method), training_file=row.training_file,
+            validation_file=row.validation_file,
+            hyperparameters=DpoHyperparameters(**row.hyperparameters),
+            lora=LoraConfig(**row.lora), seed=row.seed, suffix=row.suffix,
+        )
+
+    async def status(self, job_id: str) -> JobStatus | None:
+        async with self.ctx.sessions() as session:
+            value = (await session.execute(
+                select(Job.status).where(Job.id == job_id))).scalar_one_or_none()
+        return JobStatus(value) if value else None
+
+    async def claim(self, job_id: str, worker_id: str, lease_seconds: int) -> bool:
+        """Take the job's lease if nobody else holds a live one. A job never trains on two
+        workers at once: only the lease holder may move it forward."""
+        t = now()
+        async with self.ctx.sessions() as session, session.begin():
+            result = await session.execute(
+                update(Job).where(
+                    Job.id == job_id,
+                    Job.status.in_(_statuses(ACTIVE_STATUSES)),
+                    (Job.lease_owner.is_(None)) | (Job.lease_expires_at < t)
+                    | (Job.lease_owner == worker_id),
+                ).values(lease_owner=worker_id, lease_expires_at=t + lease_seconds)
+            )
+            return result.rowcount == 1
+
+    async def heartbeat(self, job_id: str, worker_id: str, lease_seconds: int) -> JobStatus | None:
+        """Renew the lease; returns the job's status, or None if the lease was lost."""
+        async with self.ctx.sessions() as session, session.begin():
+            result = await session.execute(
+                update(Job).where(Job.id == job_id, Job.lease_owner == worker_id)
+                .values(lease_expires_at=now() + lease_seconds)
+            )
+            if result.rowcount != 1:
+                return None
+            value = (await session.execute(select(Job.status).where(Job.id == job_id))).scalar_one()
+        return JobStatus(value)
+
+    async def release(self, job_id: str, worker_id: str) -> None:
+        async with self.ctx.sessions() as session, session.begin():
+            await session.execute(
+                update(Job).where(Job.id == job_id, Job.lease_owner == worker_id)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    async def advance(self, job_id: str, allowed: Iterable[JobStatus], to: JobStatus, *,
+                      message: str | None = None, worker_id: str | None = None,
+                      **values: Any) -> bool:
+        """Guarded transition from the worker; with `worker_id`, only while holding the lease."""
+        async with self.ctx.sessions() as session, session.begin():
+            ok = await self._transition(session, job_id, allowed, to, worker_id=worker_id,
+                                        **values)
+            if ok and message:
+                await self._event(session, job_id, message)
+            return ok
+
+    async def update_progress(self, job_id: str, **values: Any) -> None:
+        """Non-status fields a running job keeps current (trained_tokens, estimated_finish,
+        resolved_hyperparameters)."""
+        async with self.ctx.sessions() as session, session.begin():
+            await session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+    async def succeed(self, job_id: str, *, fine_tuned_model: str, result_files: list[str],
+                      trained_tokens: int | None, worker_id: str | None = None) -> bool:
+        """running → succeeded and the model becomes servable, in one transaction."""
+        async with self.ctx.sessions() as session, session.begin():
+            ok = await self._transition(
+                session, job_id, (JobStatus.RUNNING,), JobStatus.SUCCEEDED, worker_id=worker_id,
+                fine_tuned_model=fine_tuned_model, result_files=result_files,
+                trained_tokens=trained_tokens, finished_at=now(), estimated_finish=None,
+                lease_owner=None, lease_expires_at=None,
+            )
+            if not ok:
+                return False
+            row = (await session.execute(select(Job).where(Job.id == job_id))).scalar_one()
+            session.add(FineTunedModel(id=fine_tuned_model, organization_id=row.organization_id,
+                                       job_id=job_id, base_model=row.model))
+            await self._event(session, job_id, "The job has successfully completed")
+            return True
+
+    async def fail(self, job_id: str, *, code: str, message: str, param: str | None = None,
+                   worker_id: str | None = None) -> bool:
+        active = (*ACTIVE_STATUSES, JobStatus.PAUSED)
+        async with self.ctx.sessions() as session, session.begin():
+            ok = await self._transition(
+                session, job_id, active, JobStatus.FAILED, worker_id=worker_id,
+                error={"code": code, "message": message, "param": param}, finished_at=now(),
+                estimated_finish=None, lease_owner=None, lease_expires_at=None,
+            )
+            if ok:
+                await self._event(session, job_id, f"Fine-tuning job failed: {message}",
+                                  level=EventLevel.ERROR)
+            return ok
+
+    async def add_event(self, job_id: str, message: str, *, level: EventLevel = EventLevel.INFO,
+                        type: EventType = EventType.MESSAGE,
+                        data: dict[str, Any] | None = None) -> None:
+        async with self.ctx.sessions() as session, session.begin():
+            await self._event(session, job_id, message, level=level, type=type, data=data)
+
+    async def add_checkpoint(self, job_id: str, *, step: int, metrics: dict[str, Any],
+                             model_name: str) -> CheckpointObject:
+        row = JobCheckpoint(id=new_id("ftckpt-"), job_id=job_id, step_number=step,
+                            metrics=metrics, fine_tuned_model_checkpoint=model_name)
+        async with self.ctx.sessions() as session, session.begin():
+            session.add(row)
+        return checkpoint_object(row)
+
+    async def checkpoints(self, job_id: str) -> list[JobCheckpoint]:
+        """The job's checkpoints, oldest first."""
+        async with self.ctx.sessions() as session:
+            return list((await session.execute(
+                select(JobCheckpoint).where(JobCheckpoint.job_id == job_id)
+                .order_by(JobCheckpoint.step_number)
+            )).scalars())
+
+    async def remove_checkpoint(self, checkpoint_id: str) -> None:
+        async with self.ctx.sessions() as session, session.begin():
+            await session.execute(delete(JobCheckpoint).where(JobCheckpoint.id == checkpoint_id))
+
+    async def jobs_in(self, statuses: Iterable[JobStatus]) -> list[Job]:
+        async with self.ctx.sessions() as session:
+            return list((await session.execute(
+                select(Job).where(Job.status.in_(_statuses(statuses)))
+            )).scalars())
+
+    async def requeue(self, job: Job, reason: str) -> str | None:
+        """Give a job whose queue entry or worker was lost a fresh queue entry."""
+        queue_job_id = next_queue_job_id(job.queue_job_id, job.id)
+        moved_to = JobStatus.QUEUED if job.status == JobStatus.RUNNING else JobStatus(job.status)
+        async with self.ctx.sessions() as session, session.begin():
+            result = await session.execute(
+                update(Job).where(Job.id == job.id, Job.status == job.status,
+                                  Job.queue_job_id == job.queue_job_id)
+                .values(status=moved_to, queue_job_id=queue_job_id, lease_owner=None,
+                        lease_expires_at=None, updated_at=now())
+            )
+            if result.rowcount != 1:
+                return None
+            await self._event(session, job.id, reason, level=EventLevel.WARN)
+        await self._enqueue(job.id, queue_job_id)
+        return queue_job_id
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    async def _enqueue(self, job_id: str, queue_job_id: str | None) -> None:
+        if not queue_job_id:
+            return
+        try:
+            await self.ctx.queue.enqueue(queue_job_id, job_id)
+        except Exception:  # the reconciler re-enqueues it once the queue is back
+            log.warning("could not enqueue %s; the reconciler will retry", job_id, exc_info=True)
+
+    async def _transition(self, session: AsyncSession, job_id: str,
+                          allowed: Iterable[JobStatus], to: JobStatus, *,
+                          worker_id: str | None = None, **values: Any) -> bool:
+        stmt = update(Job).where(Job.id == job_id, Job.status.in_(_statuses(allowed)))
+        if worker_id is not None:
+            stmt = stmt.where(Job.lease_owner == worker_id)
+        result = await session.execute(stmt.values(status=to, updated_at=now(), **values))
+        return result.rowcount == 1
+
+    async def _event(self, session: AsyncSession, job_id: str, message: str, *,
+                     level: EventLevel = EventLevel.INFO, type: EventType = EventType.MESSAGE,
+                     data: dict[str, Any] | None = None) -> None:
+        session.add(JobEvent(id=new_id("ftevent-"), job_id=job_id, level=level, type=type,
+                             message=message, data=data))
+        await session.flush()
+

@@ -1,0 +1,242 @@
+"""The OpenAI objects the API returns, field for field, built from rows.
+
+Both transports (REST and gRPC) serialize these, so the two views of one object are the same
+data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel
+
+from server.db import models as db
+from tuneforge.domain import MethodType
+
+T = TypeVar("T")
+
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    expires_at: int | None = None
+    filename: str
+    purpose: str
+    status: str
+    status_details: str | None = None
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool
+
+
+class UploadObject(BaseModel):
+    id: str
+    object: Literal["upload"] = "upload"
+    bytes: int
+    created_at: int
+    expires_at: int
+    filename: str
+    purpose: str
+    status: str
+    file: FileObject | None = None
+
+
+class UploadPartObject(BaseModel):
+    id: str
+    object: Literal["upload.part"] = "upload.part"
+    created_at: int
+    upload_id: str
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class HyperparametersObject(BaseModel):
+    batch_size: int | Literal["auto"] | None = None
+    learning_rate_multiplier: float | Literal["auto"] | None = None
+    n_epochs: int | Literal["auto"] | None = None
+
+
+class DpoHyperparametersObject(HyperparametersObject):
+    beta: float | Literal["auto"] | None = None
+
+
+class SupervisedMethodObject(BaseModel):
+    hyperparameters: HyperparametersObject
+
+
+class DpoMethodObject(BaseModel):
+    hyperparameters: DpoHyperparametersObject
+
+
+class MethodObject(BaseModel):
+    type: Literal["supervised", "dpo"]
+    supervised: SupervisedMethodObject | None = None
+    dpo: DpoMethodObject | None = None
+
+
+class LoraObject(BaseModel):
+    rank: int
+    alpha: float
+    dropout: float
+    target_modules: str | list[str]
+    quantization: str
+
+
+class WandbObject(BaseModel):
+    project: str
+    entity: str | None = None
+    name: str | None = None
+    tags: list[str] | None = None
+
+
+class IntegrationObject(BaseModel):
+    type: Literal["wandb"]
+    wandb: WandbObject
+
+
+class FineTuningJobObject(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    error: JobError | None = None
+    fine_tuned_model: str | None = None
+    finished_at: int | None = None
+    hyperparameters: HyperparametersObject
+    model: str
+    organization_id: str
+    result_files: list[str]
+    seed: int
+    status: str
+    trained_tokens: int | None = None
+    training_file: str
+    validation_file: str | None = None
+    estimated_finish: int | None = None
+    integrations: list[IntegrationObject] | None = None
+    metadata: dict[str, str] | None = None
+    method: MethodObject
+    suffix: str | None = None
+    # TuneForge extension: the adapter/quantization settings the job trains with.
+    lora: LoraObject
+
+
+class JobEventObject(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    type: Literal["message", "metrics"] = "message"
+    data: dict[str, Any] | None = None
+
+
+class CheckpointMetrics(BaseModel):
+    step: float | None = None
+    train_loss: float | None = None
+    train_mean_token_accuracy: float | None = None
+    valid_loss: float | None = None
+    valid_mean_token_accuracy: float | None = None
+    full_valid_loss: float | None = None
+    full_valid_mean_token_accuracy: float | None = None
+
+
+class CheckpointObject(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: CheckpointMetrics
+    step_number: int
+
+
+class ModelObject(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelDeleted(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool
+
+
+class ListPage(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+def page(items: list[Any], has_more: bool) -> dict[str, Any]:
+    return {
+        "data": items,
+        "has_more": has_more,
+        "first_id": items[0].id if items else None,
+        "last_id": items[-1].id if items else None,
+    }
+
+
+def file_object(row: db.File) -> FileObject:
+    return FileObject(
+        id=row.id, bytes=row.bytes, created_at=row.created_at, expires_at=row.expires_at,
+        filename=row.filename, purpose=row.purpose, status=row.status,
+        status_details=row.status_details,
+    )
+
+
+def upload_object(row: db.Upload, file: db.File | None) -> UploadObject:
+    return UploadObject(
+        id=row.id, bytes=row.bytes, created_at=row.created_at, expires_at=row.expires_at,
+        filename=row.filename, purpose=row.purpose, status=row.status,
+        file=file_object(file) if file else None,
+    )
+
+
+def job_object(row: db.Job) -> FineTuningJobObject:
+    shown = {**row.hyperparameters, **(row.resolved_hyperparameters or {})}
+    common = {k: shown.get(k) for k in ("batch_size", "learning_rate_multiplier", "n_epochs")}
+    if row.method == MethodType.DPO:
+        method = MethodObject(type="dpo", dpo=DpoMethodObject(
+            hyperparameters=DpoHyperparametersObject(**common, beta=shown.get("beta"))))
+    else:
+        method = MethodObject(type="supervised", supervised=SupervisedMethodObject(
+            hyperparameters=HyperparametersObject(**common)))
+    return FineTuningJobObject(
+        id=row.id, created_at=row.created_at,
+        error=JobError(**row.error) if row.error else None,
+        fine_tuned_model=row.fine_tuned_model, finished_at=row.finished_at,
+        hyperparameters=HyperparametersObject(**common), model=row.model,
+        organization_id=row.organization_id, result_files=list(row.result_files or []),
+        seed=row.seed, status=row.status, trained_tokens=row.trained_tokens,
+        training_file=row.training_file, validation_file=row.validation_file,
+        estimated_finish=row.estimated_finish, integrations=row.integrations,
+        metadata=row.metadata_, method=method, suffix=row.suffix, lora=LoraObject(**row.lora),
+    )
+
+
+def event_object(row: db.JobEvent) -> JobEventObject:
+    return JobEventObject(
+        id=row.id, created_at=row.created_at, level=row.level,  # type: ignore[arg-type]
+        message=row.message, type=row.type, data=row.data,  # type: ignore[arg-type]
+    )
+
+
+def checkpoint_object(row: db.JobCheckpoint) -> CheckpointObject:
+    return CheckpointObject(
+        id=row.id, created_at=row.created_at,
+        fine_tuned_model_checkpoint=row.fine_tuned_model_checkpoint,
+        fine_tuning_job_id=row.job_id, metrics=CheckpointMetrics(**row.metrics),
+        step_number=row.step_number,
+    )
