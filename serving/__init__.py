@@ -1,0 +1,15 @@
+"""The inference plane: vLLM process control, the adapter cache and registry, the reconciler
+and the OpenAI-compatible request router.
+
+It talks to vLLM over HTTP only (vLLM always runs as a separate process), so importing this
+package never imports torch or vllm.
+
+- `serving.process`: start, health-check, restart and stop vLLM servers (`Supervisor`).
+- `serving.adapters`: fetch adapters from S3 into the local cache, atomically.
+- `serving.vllm`: the HTTP client for one vLLM server (load/unload adapters, list, probe).
+- `serving.registry`: what each replica has loaded, LRU and in-flight accounting.
+- `serving.router`: pick a replica for a model (loading it on demand) and proxy the request.
+- `serving.reconciler`: make every replica's loaded set equal the wanted set.
+- `serving.hotload`: `make_servable`, which the worker calls when a job's training ends.
+- `serving.plane`: everything above wired together for the API process.
+"""

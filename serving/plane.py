@@ -1,0 +1,87 @@
+"""The inference plane of the API process: replicas (started or attached), their health
+checks, the adapter cache, the reconciler and the router, wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import httpx
+
+from serving.adapters import AdapterCache
+from serving.catalog import Catalog
+from serving.hotload import cache_root
+from serving.reconciler import Reconciler
+from serving.registry import Registry, Replica
+from serving.router import Router, TargetCache
+from serving.supervisor import Supervisor
+from tuneforge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ServingPlane:
+    def __init__(self, settings: Settings, store: Any, catalog: Catalog) -> None:
+        self.settings = settings
+        serving = settings.serving
+        self.http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200,
+                                keepalive_expiry=60),
+            timeout=httpx.Timeout(30.0, connect=5.0))
+        self.registry = Registry()
+        self.cache = AdapterCache(cache_root(settings))
+        self.router = Router(self.registry, store, self.cache, self.http,
+                             request_timeout=serving.request_timeout_seconds)
+        self.targets = TargetCache(serving.lookup_cache_seconds)
+        self.reconciler = Reconciler(self.registry, self.router, catalog, self.cache,
+                                     orphan_grace=serving.orphan_grace_seconds,
+                                     on_deleted=self.targets.drop)
+        self.supervisor = Supervisor(settings, self.registry, self.http,
+                                     on_ready=self._replica_ready)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _replica_ready(self, replica: Replica) -> None:
+        self.reconciler.wake.set()  # refill a new or restarted server now
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.registry.replicas)
+
+    async def start(self) -> None:
+        if not self.enabled:
+            return
+        self.supervisor.start()
+        await self.supervisor.check_all()
+        self._tasks = [
+            asyncio.create_task(self.supervisor.run_forever(), name="serving-health"),
+            asyncio.create_task(self.reconciler.run_forever(
+                self.settings.serving.reconcile_interval_seconds), name="serving-reconcile"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.supervisor.stop()
+        self.router.upstream.close()
+        await self.http.aclose()
+
+    async def forget(self, model: str) -> None:
+        """A model was deleted: unload it everywhere now (best effort; the reconciler
+        catches anything missed)."""
+        self.targets.drop(model)
+        try:
+            count = await self.router.unload_model(model)
+            if count:
+                log.info("unloaded deleted model %s (%d adapters)", model, count)
+        except Exception:
+            log.warning("could not unload deleted model %s", model, exc_info=True)
+
+    def status(self) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.snapshot().items() if k not in ("url", "adapter_dir")}
+                for r in self.registry.replicas]
