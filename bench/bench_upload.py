@@ -1,0 +1,185 @@
+"""Upload throughput through the API vs a raw S3 put of the same bytes, and job-create latency.
+
+Starts its own stack (weed mini S3, valkey, SQLite, the API server), all on 127.0.0.1, and
+stops it at the end. Goals: API upload >= 0.9x the raw S3 put; job create p50/p99 printed.
+
+    .venv/bin/python bench/bench_upload.py [--mib 200] [--jobs 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+from minio import Minio
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tuneforge.processes import free_port, spawn, start_redis, start_s3, wait_until  # noqa: E402
+from tuneforge.settings import S3Settings, Settings  # noqa: E402
+
+MIB = 1024 * 1024
+BLOCK = bytes(range(256)) * (MIB // 256)
+
+
+def blocks(size: int) -> Iterator[bytes]:
+    sent = 0
+    while sent < size:
+        piece = BLOCK[: min(len(BLOCK), size - sent)]
+        sent += len(piece)
+        yield piece
+
+
+class BlockReader(io.RawIOBase):
+    def __init__(self, size: int) -> None:
+        self._blocks = blocks(size)
+        self._buffer = b""
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buffer) < n:
+            try:
+                self._buffer += next(self._blocks)
+            except StopIteration:
+                break
+        out, self._buffer = (self._buffer, b"") if n < 0 else (self._buffer[:n], self._buffer[n:])
+        return out
+
+
+def multipart(size: int, boundary: str) -> Iterator[bytes]:
+    yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nuser_data"
+           f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+           f"filename=\"bench.bin\"\r\n\r\n").encode()
+    yield from blocks(size)
+    yield f"\r\n--{boundary}--\r\n".encode()
+
+
+def raw_put(s3: S3Settings, size: int) -> float:
+    client = Minio(s3.endpoint, access_key=s3.access_key,
+                   secret_key=s3.secret_key.get_secret_value(), secure=False)
+    start = time.perf_counter()
+    client.put_object(s3.bucket, f"bench/raw-{uuid.uuid4().hex}", BlockReader(size), -1,
+                      part_size=5 * MIB)
+    return time.perf_counter() - start
+
+
+def api_put(base: str, key: str, size: int, pid: int) -> tuple[float, float]:
+    boundary = uuid.uuid4().hex
+    process = psutil.Process(pid)
+    before = process.memory_info().rss
+    start = time.perf_counter()
+    response = httpx.post(f"{base}/files", content=multipart(size, boundary), timeout=600,
+                          headers={"Authorization": f"Bearer {key}",
+                                   "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    elapsed = time.perf_counter() - start
+    response.raise_for_status()
+    return elapsed, (process.memory_info().rss - before) / MIB
+
+
+def job_latencies(base: str, key: str, n: int) -> list[float]:
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+        lines = b"\n".join(b'{"messages": [{"role": "user", "content": "hi"}, '
+                           b'{"role": "assistant", "content": "hello"}]}' for _ in range(10))
+        file_id = client.post("/files", data={"purpose": "fine-tune"},
+                              files={"file": ("t.jsonl", lines)}).json()["id"]
+        body = {"model": "SmolLM2-135M-Instruct", "training_file": file_id}
+        client.post("/fine_tuning/jobs", json=body).raise_for_status()  # warm-up
+        samples = []
+        for _ in range(n):
+            start = time.perf_counter()
+            client.post("/fine_tuning/jobs", json=body).raise_for_status()
+            samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mib", type=int, default=200)
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    size = args.mib * MIB
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        s3 = S3Settings(endpoint=f"127.0.0.1:{free_port()}",
+                        access_key="bench" + uuid.uuid4().hex[:8],
+                        secret_key=uuid.uuid4().hex, bucket="bench")
+        processes = []
+        try:
+            processes.append(start_s3(root / "s3", s3.access_key,
+                                      s3.secret_key.get_secret_value(),
+                                      int(s3.endpoint.rsplit(":", 1)[1])))
+            redis_port = free_port()
+            processes.append(start_redis(root / "redis", redis_port))
+            settings = Settings(data_dir=root / "data", redis_url=f"redis://127.0.0.1:{redis_port}/0",
+                                s3=s3, port=free_port(), grpc_port=free_port(),
+                                max_upload_bytes=4 * 1024 * MIB)
+            key = create_key(settings)
+            api = spawn("api", [sys.executable, "-m", "tuneforge.cli", "server"],
+                        root / "api.log", env=settings.to_env(), cwd=REPO)
+            processes.append(api)
+            base = f"http://127.0.0.1:{settings.port}/v1"
+            wait_until(lambda: httpx.get(f"{base}/models").status_code == 401, 90, "API", api)
+            api_put(base, key, 8 * MIB, api.pid)  # warm-up
+            raw_put(s3, 8 * MIB)
+
+            raw, via_api, growth = [], [], []
+            for _ in range(args.rounds):
+                raw.append(raw_put(s3, size))
+                elapsed, rss = api_put(base, key, size, api.pid)
+                via_api.append(elapsed)
+                growth.append(rss)
+            raw_rate = args.mib / statistics.median(raw)
+            api_rate = args.mib / statistics.median(via_api)
+            print(f"upload {args.mib} MiB x{args.rounds} (median)")
+            print(f"  raw S3 put (MinIO SDK)   {raw_rate:8.1f} MiB/s")
+            print(f"  POST /v1/files (API)     {api_rate:8.1f} MiB/s")
+            print(f"  ratio API / raw          {api_rate / raw_rate:8.2f}x   (goal >= 0.90x)")
+            print(f"  API server RSS growth    {max(growth):8.1f} MiB (max over rounds)")
+
+            samples = job_latencies(base, key, args.jobs)
+            print(f"job create x{args.jobs}")
+            p50, p99 = percentile(samples, 0.50), percentile(samples, 0.99)
+            print(f"  p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   "
+                  f"mean {statistics.mean(samples):6.1f} ms")
+        finally:
+            for process in reversed(processes):
+                process.stop()
+
+
+def create_key(settings: Settings) -> str:
+    from server.auth import create_key as create
+    from server.db.session import create_engine, create_sessionmaker
+    from server.main import prepare
+
+    prepare(settings)
+
+    async def run() -> str:
+        engine = create_engine(settings.effective_database_url)
+        async with create_sessionmaker(engine)() as session:
+            _, key = await create(session, "bench")
+        await engine.dispose()
+        return key
+
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
