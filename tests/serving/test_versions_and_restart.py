@@ -1,0 +1,109 @@
+"""A new version under the same name, and a vLLM server killed under the proxy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from serving.hotload import make_servable
+from tests.serving.conftest import (
+    ATTACH_URL,
+    BASE,
+    loaded_adapters,
+    loaded_models,
+    new_model,
+    replica_state,
+    wait_for,
+)
+from tests.serving.test_inference import PROMPT, chat
+from tuneforge.settings import Settings
+
+pytestmark = pytest.mark.vllm
+
+
+async def test_new_version_swaps_for_new_requests_only(
+        client: openai.OpenAI, services, serving_settings: Settings, adapters: list[Path],  # type: ignore[no-untyped-def]
+        api_server, vllm_url: str) -> None:  # type: ignore[no-untyped-def]
+    name = await new_model(services, client, adapters[0], "swap", settings=serving_settings)
+    other = await new_model(services, client, adapters[5], "other")
+    old_long = chat(client, name, max_tokens=32)
+    old_aliases = [a for a in loaded_adapters(vllm_url) if a.startswith(name + "@")]
+    assert len(old_aliases) == 1
+
+    prefix = f"jobs/ftjob-{name.rsplit(':', 1)[1]}/adapter"
+    body = {"model": name, "messages": PROMPT, "max_tokens": 32, "temperature": 0,
+            "stream": True}
+    headers = {"Authorization": f"Bearer {client.api_key}"}
+    streamed = []
+    async with httpx.AsyncClient(timeout=600) as http, http.stream(
+            "POST", f"{api_server.base_url}/chat/completions", json=body,
+            headers=headers) as response:
+        lines = response.aiter_lines()
+        async for line in lines:  # wait until it is generating
+            if line.startswith("data: {"):
+                streamed.append(json.loads(line[6:]))
+                break
+        # A new version of the same model while that request runs on the old one.
+        await services.ctx.store.upload_dir(adapters[5], prefix)
+        seconds = await make_servable(serving_settings, services.ctx.store, model_name=name,
+                                      base_model=BASE, adapter_prefix=prefix)
+        assert seconds is not None
+        aliases = [a for a in loaded_adapters(vllm_url) if a.startswith(name + "@")]
+        assert len(aliases) == 1 and aliases != old_aliases  # the old one is gone
+        async for line in lines:
+            if line.startswith("data: {"):
+                streamed.append(json.loads(line[6:]))
+    text = "".join(c["choices"][0]["delta"].get("content") or ""
+                   for c in streamed if c["choices"])
+    assert all(c["model"] == name for c in streamed)
+    assert text == old_long  # the request in flight finished on the old weights
+    new = chat(client, name)
+    assert not old_long.startswith(new)
+    assert new == chat(client, other)  # new requests get the new weights
+
+
+@pytest.mark.skipif(bool(ATTACH_URL), reason="attached to a server the suite does not own")
+async def test_killed_server_is_restarted_and_refilled(
+        client: openai.OpenAI, services, adapters: list[Path], serving_settings: Settings,  # type: ignore[no-untyped-def]
+        vllm_url: str) -> None:
+    name = await new_model(services, client, adapters[1], "survivor")
+    job_id = "ftjob-" + name.rsplit(":", 1)[1]
+    checkpoint = f"{name}:ckpt-step-2"  # served on demand: it must come back too
+    await services.ctx.store.upload_dir(adapters[2], f"jobs/{job_id}/checkpoints/step-2")
+    await services.jobs.add_checkpoint(job_id, step=2, metrics={"step": 2},
+                                       model_name=checkpoint)
+    before = chat(client, name)
+    before_checkpoint = chat(client, checkpoint)
+    wanted = settled(vllm_url)
+    # plus whatever earlier tests left loaded: all must come back
+    assert name in wanted and checkpoint in wanted
+    state = replica_state(serving_settings)
+    os.killpg(int(state["pid"]), signal.SIGKILL)  # vLLM and its engine process
+
+    def restarted() -> bool:
+        now = replica_state(serving_settings)
+        return now["restarts"] == int(state["restarts"]) + 1 and now["state"] == "ready"
+
+    wait_for(restarted, 300, "vLLM restarted by the supervisor")
+    # Nobody asked: the reconciler loads the same adapters back.
+    wait_for(lambda: loaded_models(vllm_url) == wanted, 30, "adapters reloaded")
+    assert chat(client, name) == before
+    assert chat(client, checkpoint) == before_checkpoint
+
+
+def settled(vllm_url: str) -> list[str]:
+    """The loaded set once the reconciler has stopped changing it."""
+    seen: list[list[str]] = []
+
+    def stable() -> bool:
+        seen.append(loaded_models(vllm_url))
+        return len(seen) >= 6 and all(s == seen[-1] for s in seen[-6:])
+
+    wait_for(stable, 30, "a settled set of adapters")
+    return seen[-1]

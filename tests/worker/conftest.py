@@ -1,0 +1,74 @@
+"""A real `trainer.worker` process (arq) against the test stack."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import openai
+import pytest
+
+from tests.conftest import REPO
+from tuneforge.processes import ManagedProcess, spawn
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(scope="module")
+def start_worker(settings, api_server) -> Iterator[Callable[[], ManagedProcess]]:  # type: ignore[no-untyped-def]
+    """Starts workers on demand; every one still running is stopped at the end."""
+    started: list[ManagedProcess] = []
+
+    def start() -> ManagedProcess:
+        process = spawn(f"worker-{len(started)}", [sys.executable, "-m", "trainer.worker"],
+                        settings.data_dir / f"worker-{len(started)}.log",
+                        env=settings.to_env(), cwd=REPO)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(start_worker) -> ManagedProcess:  # type: ignore[no-untyped-def]
+    return start_worker()
+
+
+def sft_file(client: openai.OpenAI, n: int = 12, seed: int = 0) -> str:
+    from trainer.samples import arithmetic_chat
+
+    lines = "\n".join(json.dumps(row) for row in arithmetic_chat(n, seed=seed)) + "\n"
+    return client.files.create(file=("arith.jsonl", io.BytesIO(lines.encode())),
+                               purpose="fine-tune").id
+
+
+def wait_status(client: openai.OpenAI, job_id: str, statuses: set[str],
+                timeout: float = 600) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in statuses:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not reach {statuses}; last status {job.status}")
+
+
+def all_events(client: openai.OpenAI, job_id: str) -> list:  # type: ignore[type-arg]
+    """Oldest first."""
+    return list(client.fine_tuning.jobs.list_events(job_id, limit=100))[::-1]
+
+
+def wait_event(client: openai.OpenAI, job_id: str, predicate: Callable[[object], bool],
+               timeout: float = 600) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in all_events(client, job_id):
+            if predicate(event):
+                return event
+        time.sleep(0.5)
+    raise AssertionError(f"no matching event for {job_id}")
