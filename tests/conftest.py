@@ -232,3 +232,24 @@ def client_b(api_server: ApiServer, tenant_b: Tenant):  # type: ignore[no-untype
 
     with OpenAI(base_url=api_server.base_url, api_key=tenant_b.api_key, max_retries=0) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+async def no_leftover_jobs(services) -> None:  # type: ignore[no-untyped-def]
+    """Cancel the jobs earlier test modules left waiting in the shared queue: a worker started
+    after them would otherwise train every one of them before the module's own jobs."""
+    from sqlalchemy import select
+
+    from server.auth import Principal
+    from server.db.models import Job
+    from server.errors import ApiError
+    from server.service.jobs import CANCELLABLE
+
+    async with services.ctx.sessions() as session:
+        rows = (await session.execute(
+            select(Job.id, Job.organization_id).where(Job.status.in_(CANCELLABLE)))).all()
+    for job_id, organization_id in rows:
+        try:
+            await services.jobs.cancel(Principal(organization_id, "tests"), job_id)
+        except ApiError:  # it ended meanwhile
+            pass

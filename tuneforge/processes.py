@@ -42,12 +42,20 @@ def port_answers(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(unreadable: {exc})"
+
+
 def wait_until(check: Callable[[], bool], timeout: float, what: str,
                process: ManagedProcess | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.popen.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.popen.returncode}; see {process.log}")
+            raise RuntimeError(f"{what} exited with {process.popen.returncode}; the end of "
+                               f"{process.log}:\n{log_tail(process.log)}")
         try:
             if check():
                 return

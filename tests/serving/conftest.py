@@ -23,7 +23,7 @@ import pytest
 from tests.api.data import chat_jsonl
 from tests.conftest import MODEL_CACHE, REPO, ApiServer
 from tuneforge.domain import JobStatus, fine_tuned_model_name, job_prefix
-from tuneforge.processes import spawn, wait_until
+from tuneforge.processes import free_port, spawn, wait_until
 from tuneforge.settings import ServingSettings, Settings, VllmServerSettings
 
 BASE = "SmolLM2-135M-Instruct"
@@ -49,9 +49,12 @@ def serving_settings(settings: Settings) -> Settings:
     # wait on each other at each step and generation slows down several times.
     server = VllmServerSettings(base_model=BASE, url=ATTACH_URL, capacity=CAPACITY,
                                 max_loras=MAX_LORAS, cpu_threads_bind="0")
-    return settings.model_copy(update={"serving": ServingSettings(
-        servers=[server], health_interval_seconds=0.5, reconcile_interval_seconds=0.5,
-        hot_load_timeout_seconds=300)})
+    # Its own ports: the session's API server may already hold the shared settings' ones.
+    return settings.model_copy(update={
+        "port": free_port(), "grpc_port": free_port(),
+        "serving": ServingSettings(
+            servers=[server], health_interval_seconds=0.5, reconcile_interval_seconds=0.5,
+            hot_load_timeout_seconds=300)})
 
 
 @pytest.fixture(scope="package")

@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.vllm, pytest.mark.train]
 
 
 @pytest.fixture(scope="module")
-def serving_worker(serving_settings: Settings, api_server) -> Iterator[ManagedProcess]:  # type: ignore[no-untyped-def]
+def serving_worker(serving_settings: Settings, api_server,  # type: ignore[no-untyped-def]
+                   no_leftover_jobs) -> Iterator[ManagedProcess]:
     """A worker that knows the serving settings (it hot-loads into the suite's vLLM)."""
     process = spawn("worker", [sys.executable, "-m", "trainer.worker"],
                     serving_settings.data_dir / "worker-serving.log",

@@ -18,7 +18,7 @@ MODEL = "SmolLM2-135M-Instruct"
 
 
 @pytest.fixture(scope="module")
-def start_worker(settings, api_server) -> Iterator[Callable[[], ManagedProcess]]:  # type: ignore[no-untyped-def]
+def start_worker(settings, api_server, no_leftover_jobs) -> Iterator[Callable[[], ManagedProcess]]:  # type: ignore[no-untyped-def]
     """Starts workers on demand; every one still running is stopped at the end."""
     started: list[ManagedProcess] = []
 
