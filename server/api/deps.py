@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Request
 from litestar.datastructures import State
 
-from server.auth import Principal, authenticate
+from server.auth import Principal
 from server.service import Services
 
 
@@ -18,5 +18,4 @@ async def provide_services(state: State) -> Services:
 
 
 async def provide_principal(request: Request, state: State) -> Principal:
-    async with services_of(state).ctx.sessions() as session:
-        return await authenticate(session, request.headers.get("authorization"))
+    return await services_of(state).ctx.authenticate(request.headers.get("authorization"))

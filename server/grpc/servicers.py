@@ -22,7 +22,7 @@ from tuneforge_client._pb.tuneforge.v1 import (
     models_pb2_grpc,
 )
 
-from server.auth import Principal, authenticate
+from server.auth import Principal
 from server.errors import ApiError, invalid
 from server.grpc import convert
 from server.grpc.errors import from_validation, internal, status_code, trailing_metadata
@@ -103,8 +103,7 @@ class _Base:
                               if key == "authorization"), None)
         if isinstance(authorization, bytes):
             authorization = authorization.decode()
-        async with self.services.ctx.sessions() as session:
-            return await authenticate(session, authorization)
+        return await self.services.ctx.authenticate(authorization)
 
 
 def _opt(message: Any, name: str) -> Any:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from server.auth import Authenticator
 from server.db.session import create_engine, create_sessionmaker
 from server.queue import JobQueue
 from server.storage import ObjectStore
@@ -19,6 +20,10 @@ class Context:
     sessions: async_sessionmaker
     store: ObjectStore
     queue: JobQueue
+    authenticate: Authenticator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.authenticate = Authenticator(self.sessions)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Context:
