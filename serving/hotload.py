@@ -23,7 +23,7 @@ import httpx
 from serving.adapters import AdapterCache, adapter_version
 from serving.errors import AdapterRejected
 from serving.registry import make_alias, split_alias
-from serving.supervisor import read_state, server_list
+from serving.supervisor import read_state
 from serving.vllm import ReplicaUnreachable, VllmClient
 from tuneforge.settings import Settings
 
@@ -43,7 +43,7 @@ def cache_root(settings: Settings) -> Path:
 def endpoints(settings: Settings, base_model: str) -> tuple[list[Endpoint], bool]:
     """The servers of `base_model` known right now, and whether any is configured at all
     (a started one may not have published its address yet)."""
-    servers = [s for s in server_list(settings) if s.base_model == base_model]
+    servers = [s for s in settings.inference_servers() if s.base_model == base_model]
     found = [Endpoint(s.url.rstrip("/"), s.adapter_dir) for s in servers if s.url]
     if any(not s.url for s in servers):
         found += [Endpoint(str(r["url"]), str(r.get("adapter_dir") or ""))

@@ -36,17 +36,6 @@ def state_file(settings: Settings) -> Path:
     return settings.data_dir / "serving" / "replicas.json"
 
 
-def server_list(settings: Settings) -> list[VllmServerSettings]:
-    """The configured servers, plus (with `serving.embedded`) one started server for every
-    base model that no configured server serves."""
-    servers = list(settings.serving.servers)
-    if settings.serving.embedded:
-        served = {s.base_model for s in servers}
-        servers += [VllmServerSettings(base_model=m.name) for m in settings.base_models
-                    if m.name not in served]
-    return servers
-
-
 def read_state(settings: Settings) -> list[dict[str, object]]:
     try:
         return list(json.loads(state_file(settings).read_text()).get("replicas", []))
@@ -66,7 +55,7 @@ class Supervisor:
         self._next_start: dict[str, float] = {}
         self._unhealthy_since: dict[str, float] = {}
         counts: dict[str, int] = {}
-        for server in server_list(settings):
+        for server in settings.inference_servers():
             index = counts[server.base_model] = counts.get(server.base_model, 0) + 1
             replica_id = f"{server.base_model}#{index}"
             replica = Replica(

@@ -67,6 +67,13 @@ class VllmServerSettings(BaseModel):
     extra_args: list[str] = Field(default_factory=list)
 
 
+class EmbeddedSettings(BaseModel):
+    """Ports of the servers `tuneforge up` starts itself (Redis and S3)."""
+
+    redis_port: int = 6399
+    s3_port: int = 8333
+
+
 class ServingSettings(BaseModel):
     """The inference plane (`serving/`): which vLLM servers serve which base model."""
 
@@ -114,6 +121,7 @@ class Settings(BaseSettings):
     model_cache_dir: Path | None = None
 
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
 
     base_models: list[BaseModelEntry] = Field(
         default_factory=lambda: [BaseModelEntry(name="SmolLM2-135M-Instruct")]
@@ -162,8 +170,19 @@ class Settings(BaseSettings):
             "TUNEFORGE_WORKER_LEASE_SECONDS": str(self.worker_lease_seconds),
             "TUNEFORGE_MODEL_CACHE_DIR": str(self.effective_model_cache_dir),
             "TUNEFORGE_SERVING": self.serving.model_dump_json(),
+            "TUNEFORGE_EMBEDDED": self.embedded.model_dump_json(),
         }
         return env
+
+    def inference_servers(self) -> list[VllmServerSettings]:
+        """The configured vLLM servers, plus (with `serving.embedded`) one started server for
+        every base model that no configured server serves."""
+        servers = list(self.serving.servers)
+        if self.serving.embedded:
+            served = {s.base_model for s in servers}
+            servers += [VllmServerSettings(base_model=m.name) for m in self.base_models
+                        if m.name not in served]
+        return servers
 
     def base_model(self, name: str) -> BaseModelEntry | None:
         return next((m for m in self.base_models if m.name == name), None)

@@ -75,6 +75,8 @@ class JobService:
             raise invalid(f"Model '{request.model}' is not available for fine-tuning. "
                           f"Available base models: {available}.",
                           param="model", code="model_not_available")
+        lora = request.lora or LoraConfig()
+        self._check_servable_rank(request.model, lora.rank)
         async with self.ctx.sessions() as session:
             await self._check_file(session, principal, request.training_file, "training_file")
             if request.validation_file:
@@ -87,7 +89,7 @@ class JobService:
                 validation_file=request.validation_file, suffix=request.suffix,
                 seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
                 status=JobStatus.VALIDATING_FILES, hyperparameters=hyperparameters,
-                lora=(request.lora or LoraConfig()).model_dump(mode="json"),
+                lora=lora.model_dump(mode="json"),
                 metadata_=request.metadata,
                 integrations=[i.model_dump() for i in request.integrations]
                 if request.integrations else None,
@@ -102,6 +104,17 @@ class JobService:
             await session.commit()
         await self._enqueue(job_id, row.queue_job_id)
         return job_object(row)
+
+    def _check_servable_rank(self, base_model: str, rank: int) -> None:
+        """Refuse a LoRA rank the inference servers could not load, before hours of training
+        produce a model that cannot be served."""
+        limits = [s.max_lora_rank for s in self.ctx.settings.inference_servers()
+                  if s.base_model == base_model]
+        if limits and rank > min(limits):
+            raise invalid(f"lora.rank {rank} is above {min(limits)}, the largest LoRA rank the "
+                          f"inference servers for '{base_model}' load; the fine-tuned model "
+                          f"could not be served. Use a rank of at most {min(limits)}.",
+                          param="lora.rank", code="invalid_lora_rank")
 
     def _method_and_hyperparameters(self, request: JobCreateRequest) -> tuple[str, dict[str, Any]]:
         if request.method is not None and request.hyperparameters is not None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from tests.api.data import chat_jsonl
 from tests.serving.conftest import (
     BASE,
     CAPACITY,
@@ -112,6 +114,25 @@ def test_malformed_bodies_are_400(client: openai.OpenAI, api_server) -> None:  #
                               headers=headers)
         assert response.status_code == 400, response.text
         assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_lora_rank_the_servers_cannot_load_is_refused_at_create(
+    client: openai.OpenAI, serving_settings: Settings
+) -> None:
+    limit = serving_settings.serving.servers[0].max_lora_rank
+    training = client.files.create(file=("t.jsonl", io.BytesIO(chat_jsonl())),
+                                   purpose="fine-tune").id
+    before = len(client.fine_tuning.jobs.list(limit=100).data)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.fine_tuning.jobs.create(model=BASE, training_file=training,
+                                       extra_body={"lora": {"rank": limit * 2}})
+    error = refused.value.body
+    assert error["param"] == "lora.rank" and error["code"] == "invalid_lora_rank"
+    assert str(limit) in error["message"]
+    assert len(client.fine_tuning.jobs.list(limit=100).data) == before
+    job = client.fine_tuning.jobs.create(model=BASE, training_file=training,
+                                         extra_body={"lora": {"rank": limit}})
+    client.fine_tuning.jobs.cancel(job.id)
 
 
 async def test_delete_unloads_everywhere_then_404(
