@@ -48,5 +48,7 @@ async def serve(settings: Settings) -> None:
 
 def run(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # One line per vLLM health probe (twice a second) would bury everything else.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     prepare(settings)
     asyncio.run(serve(settings))

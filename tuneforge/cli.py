@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -68,8 +70,6 @@ def keys_create(
     typer.echo(f"api key:      {key}")
 
 
-
-
 @app.command()
 def worker() -> None:
     """Run a training worker (takes fine-tuning jobs from the queue, one at a time)."""
@@ -127,6 +127,8 @@ def demo(
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 2,
     max_examples: Annotated[int | None, typer.Option(help="Train on fewer examples.")] = None,
     exit_after: Annotated[bool, typer.Option(help="Stop the stack when the demo ends.")] = False,
+    result_json: Annotated[Path | None, typer.Option(
+        help="Also write the job and the side-by-side answers to this JSON file.")] = None,
 ) -> None:
     """The main job: start the embedded stack, fine-tune on the bundled dataset while showing
     progress, then compare base and fine-tuned answers; keeps running until Ctrl-C."""
@@ -138,6 +140,8 @@ def demo(
         client = OpenAI(base_url=stack.base_url, api_key=stack.credentials.api_key or "",
                         max_retries=2, timeout=120)
         result = run_demo(client, DemoOptions(n_epochs=epochs, max_examples=max_examples))
+        if result_json:
+            result_json.write_text(json.dumps(result, indent=2))
         if result["status"] != "succeeded":
             raise typer.Exit(1)
         typer.echo(usage_text(stack.base_url, stack.credentials.api_key or "",

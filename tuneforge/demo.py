@@ -55,6 +55,7 @@ def run_demo(client: OpenAI, options: DemoOptions, console: Console | None = Non
     if job.status != "succeeded":
         console.print(f"[red]The job ended {job.status}:[/] {job.error}")
         return {"job": job.id, "status": job.status, "answers": []}
+    wait_for_serving(client, options.model, console)
     answers = _compare(client, options, job.fine_tuned_model, console)
     return {"job": job.id, "status": job.status, "model": job.fine_tuned_model,
             "answers": answers}
@@ -114,6 +115,21 @@ def follow(client: OpenAI, job_id: str, console: Console):  # type: ignore[no-un
             if job.status in TERMINAL:
                 return job
             time.sleep(1)
+
+
+def wait_for_serving(client: OpenAI, base_model: str, console: Console,
+                     within_s: float = 900) -> None:
+    """Block until an inference server for `base_model` is ready (vLLM-CPU takes a minute or
+    two to start; a reused model can be asked before that)."""
+    deadline = time.monotonic() + within_s
+    with console.status(f"waiting for the {base_model} inference server…"):
+        while time.monotonic() < deadline:
+            status = client.get("/serving/status", cast_to=dict)
+            if any(r["base_model"] == base_model and r["state"] == "ready"
+                   for r in status["replicas"]):
+                return
+            time.sleep(2)
+    raise TimeoutError(f"no inference server for {base_model} became ready in {within_s:.0f} s")
 
 
 def _compare(client: OpenAI, options: DemoOptions, fine_tuned: str,

@@ -29,9 +29,6 @@ from tuneforge.processes import (
 )
 from tuneforge.settings import S3Settings, Settings
 
-EMBEDDED_REDIS_PORT = 6399
-EMBEDDED_S3_PORT = 8333
-
 
 class PortTaken(RuntimeError):
     pass
@@ -66,10 +63,11 @@ class Credentials:
 def embedded_settings(base: Settings, creds: Credentials) -> Settings:
     """The base settings, with Redis and S3 pointed at the embedded servers and vLLM on."""
     data_dir = base.data_dir.resolve()
+    ports = base.embedded
     return base.model_copy(update={
         "data_dir": data_dir,
-        "redis_url": f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0",
-        "s3": S3Settings(endpoint=f"127.0.0.1:{EMBEDDED_S3_PORT}",
+        "redis_url": f"redis://127.0.0.1:{ports.redis_port}/0",
+        "s3": S3Settings(endpoint=f"127.0.0.1:{ports.s3_port}",
                          access_key=creds.s3_access_key, secret_key=creds.s3_secret_key,
                          bucket=base.s3.bucket),
         # The API starts and supervises a vLLM-CPU server for the base model.
@@ -103,8 +101,9 @@ class Stack:
         return f"{self.settings.host}:{self.settings.grpc_port}"
 
     def check_ports(self) -> None:
+        ports = self.settings.embedded
         wanted = {
-            "Redis": EMBEDDED_REDIS_PORT, "S3": EMBEDDED_S3_PORT,
+            "Redis": ports.redis_port, "S3": ports.s3_port,
             "REST API": self.settings.port, "gRPC API": self.settings.grpc_port,
         }
         taken = [f"{name} port {port}" for name, port in wanted.items()
@@ -112,15 +111,17 @@ class Stack:
         if taken:
             raise PortTaken(
                 "Cannot start: " + ", ".join(taken) + " already in use (is another "
-                "`tuneforge up` running?). Stop it, or set TUNEFORGE_PORT / TUNEFORGE_GRPC_PORT.")
+                "`tuneforge up` running?). Stop it, or choose other ports (TUNEFORGE_PORT, "
+                "TUNEFORGE_GRPC_PORT, TUNEFORGE_EMBEDDED__REDIS_PORT, "
+                "TUNEFORGE_EMBEDDED__S3_PORT).")
 
     def start(self) -> None:
         self.check_ports()
-        data_dir = self.settings.data_dir
+        data_dir, ports = self.settings.data_dir, self.settings.embedded
         self.children = [
-            Child("redis", lambda: start_redis(data_dir / "redis", EMBEDDED_REDIS_PORT)),
+            Child("redis", lambda: start_redis(data_dir / "redis", ports.redis_port)),
             Child("s3", lambda: start_s3(data_dir / "s3", self.credentials.s3_access_key,
-                                         self.credentials.s3_secret_key, EMBEDDED_S3_PORT)),
+                                         self.credentials.s3_secret_key, ports.s3_port)),
             Child("api", self._start_api),
             Child("worker", self._start_worker),
         ]
