@@ -49,9 +49,8 @@ class Reconciler:
         self._remembered: dict[str, Servable] = {}
         self._collected_at = time.monotonic()
 
-    def _rank(self, model: Servable) -> float:
-        """Most recently used first; a new model counts as used when it was created."""
-        return max(self.registry.last_used.get(model.id, 0.0), float(model.created_at))
+    def _rank(self, model: Servable) -> tuple[float, str]:
+        return self.registry.priority(model.id, float(model.created_at))
 
     async def reconcile_once(self) -> Counter[str]:
         counts: Counter[str] = Counter()
@@ -101,6 +100,7 @@ class Reconciler:
                 if self.on_deleted is not None:
                     self.on_deleted(entry.model)
             else:
+                entry.created_at = float(states[entry.model].created_at)
                 if entry.model not in candidates:
                     self._remembered[entry.model] = states[entry.model]
                 candidates.setdefault(entry.model, states[entry.model])
@@ -128,7 +128,8 @@ class Reconciler:
             if now - self._failed.get(model.id, -1e9) < 30.0 or model.adapter_prefix is None:
                 continue
             try:
-                await self.router.ensure_loaded(replica, model.id, model.adapter_prefix)
+                await self.router.ensure_loaded(replica, model.id, model.adapter_prefix,
+                                                created_at=float(model.created_at))
                 counts["loaded"] += 1
             except ReplicaUnreachable:
                 return

@@ -47,7 +47,8 @@ class Loaded:
     version: str
     path: str
     loaded_at: float = field(default_factory=time.monotonic)
-    last_used: float = 0.0
+    # When the model was created (wall clock): how a model nobody has asked for yet ranks.
+    created_at: float = 0.0
     inflight: int = 0
 
 
@@ -122,6 +123,12 @@ class Registry:
     last_used: dict[str, float] = field(default_factory=dict)
     # model -> the newest version this process knows of
     versions: dict[str, str] = field(default_factory=dict)
+
+    def priority(self, model: str, created_at: float) -> tuple[float, str]:
+        """How much `model` deserves a slot: last used, or created if never used (ties broken
+        by name). The router evicts the lowest and the reconciler keeps the highest: one
+        order, so they never undo each other's work."""
+        return max(self.last_used.get(model, 0.0), created_at), model
 
     def of_base(self, base_model: str) -> list[Replica]:
         return [r for r in self.replicas if r.base_model == base_model]

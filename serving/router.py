@@ -40,6 +40,7 @@ class Target:
     model: str
     base_model: str
     adapter_prefix: str | None = None
+    created_at: float = 0.0
 
 
 class TargetCache:
@@ -85,11 +86,9 @@ class Lease:
         if self._released:
             return
         self._released = True
-        now = time.monotonic()
         self.replica.inflight -= 1
         if self.entry is not None:
             self.entry.inflight -= 1
-            self.entry.last_used = now
 
 
 @dataclass
@@ -190,15 +189,16 @@ class Router:
         if entry is None:  # load it where there is room, else on the least busy replica
             with_room = [r for r in replicas if len(r.loaded) < r.capacity]
             replica = self._pick(with_room or replicas)
-            entry = await self.ensure_loaded(replica, target.model, target.adapter_prefix)
+            entry = await self.ensure_loaded(replica, target.model, target.adapter_prefix,
+                                             created_at=target.created_at)
         replica.inflight += 1
         entry.inflight += 1
-        entry.last_used = time.monotonic()
         self.registry.last_used[target.model] = time.time()
         return Lease(replica, entry.alias, entry)
 
     async def ensure_loaded(self, replica: Replica, model: str, prefix: str,
-                            adapter: AdapterVersion | None = None) -> Loaded:
+                            adapter: AdapterVersion | None = None,
+                            created_at: float = 0.0) -> Loaded:
         """Load the newest version of `model` from S3 `prefix` on `replica` (fetching it into
         the cache and making room first) unless it is loaded already."""
         async with replica.lock(model):
@@ -217,7 +217,7 @@ class Router:
                     await replica.client.load(alias, path)
                 except ReplicaUnreachable as exc:
                     raise NoReplica(replica.base_model, "the server stopped answering") from exc
-                entry = Loaded(alias, model, adapter.version, path)
+                entry = Loaded(alias, model, adapter.version, path, created_at=created_at)
                 replica.loaded[alias] = entry
             log.info("loaded %s on %s", alias, replica.id)
             return entry
@@ -228,7 +228,7 @@ class Router:
             idle = [e for e in replica.loaded.values() if e.inflight == 0 and e.model != keep]
             if not idle:
                 return
-            victim = min(idle, key=lambda e: max(e.last_used, e.loaded_at))
+            victim = min(idle, key=lambda e: self.registry.priority(e.model, e.created_at))
             await self.unload(replica, victim)
 
     async def unload(self, replica: Replica, entry: Loaded) -> None:

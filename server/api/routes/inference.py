@@ -111,7 +111,8 @@ async def _proxy(path: str, request: Request[Any, Any, Any], services: Services,
         target = plane.targets.get(principal.organization_id, model)
         if target is None:
             found = await services.models.servable(principal, model)
-            target = Target(found.id, found.base_model, found.adapter_prefix)
+            target = Target(found.id, found.base_model, found.adapter_prefix,
+                            float(found.created_at))
             plane.targets.put(principal.organization_id, target)
         return target
 
