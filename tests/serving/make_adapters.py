@@ -1,6 +1,7 @@
 """Writes real PEFT LoRA adapters for SmolLM2-135M-Instruct with random (non-trivial) weights:
-`python -m tests.serving.make_adapters MODEL_DIR OUT_DIR N`. Run as a subprocess so the test
-process stays free of torch."""
+`python -m tests.serving.make_adapters MODEL_CACHE_DIR OUT_DIR N`. Run as a subprocess so the
+test process stays free of torch. On a fresh machine it converts the base model first (or
+waits for the vLLM launcher, which converts it at the same time, to finish)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import sys
 from pathlib import Path
 
 
-def main(model_dir: str, out_dir: str, count: int) -> None:
+def main(model_cache_dir: str, out_dir: str, count: int) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from trainer.base_models import EMBEDDED_MODEL_NAME, prepare_base_model
+
+    model_dir = prepare_base_model(EMBEDDED_MODEL_NAME, "", Path(model_cache_dir))
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     for index in range(count):
         torch.manual_seed(1000 + index)
