@@ -14,7 +14,6 @@ sampled every 10 ms during each upload; growth is the peak over the RSS before t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import tempfile
@@ -113,20 +112,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def create_key(settings: Settings) -> str:
-    from server.auth import create_key as create
-    from server.db.session import create_engine, create_sessionmaker
-    from server.main import prepare
+    from server.admin import create_api_key
 
-    prepare(settings)
-
-    async def run() -> str:
-        engine = create_engine(settings.effective_database_url)
-        async with create_sessionmaker(engine)() as session:
-            _, key = await create(session, "bench")
-        await engine.dispose()
-        return key
-
-    return asyncio.run(run())
+    return create_api_key(settings, "bench")[1]
 
 
 def main() -> None:

@@ -330,20 +330,9 @@ async def _adapters(vllm: str) -> list[str]:
 
 
 def create_key(settings: Settings) -> str:
-    from server.auth import create_key as create
-    from server.db.session import create_engine, create_sessionmaker
-    from server.main import prepare
+    from server.admin import create_api_key
 
-    prepare(settings)
-
-    async def go() -> str:
-        engine = create_engine(settings.effective_database_url)
-        async with create_sessionmaker(engine)() as session:
-            _, key = await create(session, "bench")
-        await engine.dispose()
-        return key
-
-    return asyncio.run(go())
+    return create_api_key(settings, "bench")[1]
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ stops it at the end. Goals: API upload >= 0.9x the raw S3 put; job create p50/p9
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import statistics
 import sys
@@ -165,20 +164,9 @@ def main() -> None:
 
 
 def create_key(settings: Settings) -> str:
-    from server.auth import create_key as create
-    from server.db.session import create_engine, create_sessionmaker
-    from server.main import prepare
+    from server.admin import create_api_key
 
-    prepare(settings)
-
-    async def run() -> str:
-        engine = create_engine(settings.effective_database_url)
-        async with create_sessionmaker(engine)() as session:
-            _, key = await create(session, "bench")
-        await engine.dispose()
-        return key
-
-    return asyncio.run(run())
+    return create_api_key(settings, "bench")[1]
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -50,22 +49,9 @@ def keys_create(
     name: Annotated[str, typer.Option(help="A label for the key.")] = "",
 ) -> None:
     """Create an API key; prints it once (only its hash is stored)."""
-    from server.auth import create_key
-    from server.db.session import create_engine, create_sessionmaker
-    from server.main import prepare
+    from server.admin import create_api_key
 
-    settings = Settings()
-    prepare(settings)
-
-    async def create() -> tuple[str, str]:
-        engine = create_engine(settings.effective_database_url)
-        try:
-            async with create_sessionmaker(engine)() as session:
-                return await create_key(session, org, name)
-        finally:
-            await engine.dispose()
-
-    org_id, key = asyncio.run(create())
+    org_id, key = create_api_key(Settings(), org, name)
     typer.echo(f"organization: {org_id}")
     typer.echo(f"api key:      {key}")
 

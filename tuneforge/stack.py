@@ -153,23 +153,9 @@ class Stack:
     def _ensure_api_key(self) -> None:
         if self.credentials.api_key:
             return
-        import asyncio
+        from server.admin import create_api_key
 
-        from server.auth import create_key
-        from server.db.session import create_engine, create_sessionmaker
-        from server.main import prepare
-
-        prepare(self.settings)
-
-        async def create() -> tuple[str, str]:
-            engine = create_engine(self.settings.effective_database_url)
-            try:
-                async with create_sessionmaker(engine)() as session:
-                    return await create_key(session, "default", "created by tuneforge up")
-            finally:
-                await engine.dispose()
-
-        org_id, key = asyncio.run(create())
+        org_id, key = create_api_key(self.settings, "default", "created by tuneforge up")
         self.credentials.api_key, self.credentials.organization_id = key, org_id
         self.credentials.save(self.settings.data_dir)
 

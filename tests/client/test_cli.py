@@ -161,6 +161,26 @@ def test_server_commands_come_from_the_plugin(cli_env: dict[str, str]) -> None:
     assert tuneforge(cli_env, "keys", "--help").returncode == 0
 
 
+def test_keys_create_makes_a_working_key_for_a_named_organization(
+        cli_env: dict[str, str], settings) -> None:  # type: ignore[no-untyped-def]
+    from openai import AuthenticationError, OpenAI
+
+    server_env = {**cli_env, **settings.to_env()}
+    name = f"acme-{os.getpid()}"
+    outputs = [tuneforge(server_env, "keys", "create", "--org", name, "--name", "ci")
+               for _ in range(2)]
+    assert all(o.returncode == 0 for o in outputs), [o.stderr for o in outputs]
+    orgs = [re.search(r"organization: (org-\S+)", o.stdout).group(1) for o in outputs]  # type: ignore[union-attr]
+    keys = [re.search(r"api key: +(tf-\S+)", o.stdout).group(1) for o in outputs]  # type: ignore[union-attr]
+    assert orgs[0] == orgs[1] and keys[0] != keys[1]  # a second key for the same organization
+    for key in keys:
+        with OpenAI(base_url=cli_env["TUNEFORGE_BASE_URL"], api_key=key, max_retries=0) as c:
+            assert c.files.list().data == []  # a new tenant sees nothing of the others'
+    with OpenAI(base_url=cli_env["TUNEFORGE_BASE_URL"], api_key=keys[0] + "x",
+                max_retries=0) as c, pytest.raises(AuthenticationError):
+        c.files.list()
+
+
 # ---- in a pseudo-terminal ----------------------------------------------------------------
 
 
