@@ -83,6 +83,19 @@ class StackRun:
                 pass
         return names
 
+    def child_running(self, module: str, default: psutil.Process | None = None
+                      ) -> psutil.Process:
+        """The live descendant running `python -m module` (or `default` if there is none)."""
+        self.watch_descendants()
+        for process in self.seen.values():
+            try:
+                if process.is_running() and module in process.cmdline():
+                    return process
+            except psutil.NoSuchProcess:
+                pass
+        assert default is not None, f"no {module} process:\n{self.text()}"
+        return default
+
     def kill(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
@@ -164,6 +177,15 @@ def test_up_on_the_same_data_keeps_everything_and_stops_on_ctrl_c(
                                capture_output=True, text=True, timeout=120)
         assert clash.returncode == 2 and "already in use" in clash.stderr, clash.stderr
 
+        # A child that dies is restarted.
+        worker = up.child_running("trainer.worker")
+        worker.kill()
+        deadline = time.monotonic() + 60
+        while up.child_running("trainer.worker", default=worker).pid == worker.pid:
+            assert time.monotonic() < deadline, up.text()
+            time.sleep(0.5)
+        assert "worker exited with" in up.text()
+
         up.watch_descendants()
         assert up.alive_names() >= {"weed", "valkey-server"}
         os.killpg(up.process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the group
@@ -172,3 +194,21 @@ def test_up_on_the_same_data_keeps_everything_and_stops_on_ctrl_c(
         assert not up.left_behind()
     finally:
         up.kill()
+
+
+def test_second_main_job_run_reuses_the_trained_model(
+    main_job: tuple[StackRun, dict], data_dir: Path
+) -> None:
+    _, first = main_job
+    result_path = data_dir / "result-again.json"
+    again = StackRun(data_dir, ["bash", "scripts/main.sh", "--max-examples", "32", "--epochs",
+                                "3", "--exit-after", "--result-json", str(result_path)])
+    try:
+        assert again.wait(within_s=900) == 0, again.text()
+    finally:
+        again.kill()
+    second = json.loads(result_path.read_text())
+    assert "Reusing" in again.text() and "Created fine-tuning job" not in again.text()
+    assert (second["job"], second["model"]) == (first["job"], first["model"])
+    assert sum(a["fine_tuned"].startswith(TAUGHT_PREFIX) for a in second["answers"]) >= 3
+    assert not again.left_behind()
