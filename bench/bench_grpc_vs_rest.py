@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -37,28 +36,11 @@ from tuneforge_client._pb.tuneforge.v1 import (  # noqa: E402
     fine_tuning_pb2_grpc,
 )
 
-from tuneforge.processes import free_port, spawn, start_redis, start_s3, wait_until  # noqa: E402
-from tuneforge.settings import S3Settings, Settings  # noqa: E402
+from bench.common import MIB, bench_stack, blocks, multipart, percentile  # noqa: E402
+from tuneforge.processes import free_port  # noqa: E402
+from tuneforge.settings import Settings  # noqa: E402
 
-MIB = 1024 * 1024
-BLOCK = bytes(range(256)) * (MIB // 256)
 MODEL = "SmolLM2-135M-Instruct"
-
-
-def blocks(size: int) -> Iterator[bytes]:
-    sent = 0
-    while sent < size:
-        piece = BLOCK[: min(len(BLOCK), size - sent)]
-        sent += len(piece)
-        yield piece
-
-
-def multipart(size: int, boundary: str) -> Iterator[bytes]:
-    yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nuser_data"
-           f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-           f"filename=\"bench.bin\"\r\n\r\n").encode()
-    yield from blocks(size)
-    yield f"\r\n--{boundary}--\r\n".encode()
 
 
 def grpc_requests(size: int) -> Iterator[files_pb2.UploadFileRequest]:
@@ -106,17 +88,6 @@ def timed(call: Callable[[], object], n: int) -> list[float]:
     return samples
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def create_key(settings: Settings) -> str:
-    from server.admin import create_api_key
-
-    return create_api_key(settings, "bench")[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mib", type=int, default=200)
@@ -126,32 +97,12 @@ def main() -> None:
     args = parser.parse_args()
     size = args.mib * MIB
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        s3 = S3Settings(endpoint=f"127.0.0.1:{free_port()}",
-                        access_key="bench" + uuid.uuid4().hex[:8],
-                        secret_key=uuid.uuid4().hex, bucket="bench")
-        processes = []
-        try:
-            processes.append(start_s3(root / "s3", s3.access_key,
-                                      s3.secret_key.get_secret_value(),
-                                      int(s3.endpoint.rsplit(":", 1)[1])))
-            redis_port = free_port()
-            processes.append(start_redis(root / "redis", redis_port))
-            settings = Settings(data_dir=root / "data",
-                                redis_url=f"redis://127.0.0.1:{redis_port}/0", s3=s3,
-                                port=free_port(), grpc_port=free_port(),
-                                max_upload_bytes=4 * 1024 * MIB)
-            key = create_key(settings)
-            api = spawn("api", [sys.executable, "-m", "tuneforge.cli", "server"],
-                        root / "api.log", env=settings.to_env(), cwd=REPO)
-            processes.append(api)
-            base = f"http://127.0.0.1:{settings.port}/v1"
-            wait_until(lambda: httpx.get(f"{base}/models").status_code == 401, 90, "API", api)
-            run(args, size, base, f"127.0.0.1:{settings.grpc_port}", key, api.pid)
-        finally:
-            for process in reversed(processes):
-                process.stop()
+    with bench_stack() as stack:
+        settings = Settings(data_dir=stack.root / "data", redis_url=stack.redis_url,
+                            s3=stack.s3, port=free_port(), grpc_port=free_port(),
+                            max_upload_bytes=4 * 1024 * MIB)
+        api, key, base = stack.start_api(settings)
+        run(args, size, base, f"127.0.0.1:{settings.grpc_port}", key, api.pid)
 
 
 def run(args: argparse.Namespace, size: int, base: str, target: str, key: str,

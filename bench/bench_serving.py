@@ -26,7 +26,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -36,10 +35,10 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tuneforge.processes import free_port, spawn, start_redis, start_s3, wait_until  # noqa: E402
+from bench.common import bench_stack, percentile  # noqa: E402
+from tuneforge.processes import free_port, spawn, wait_until  # noqa: E402
 from tuneforge.settings import (  # noqa: E402
     BaseModelEntry,
-    S3Settings,
     ServingSettings,
     Settings,
     VllmServerSettings,
@@ -47,11 +46,6 @@ from tuneforge.settings import (  # noqa: E402
 
 BASE = "SmolLM2-135M-Instruct"
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def latencies(http: httpx.AsyncClient, targets: dict[str, tuple[str, dict[str, str], str]],
@@ -329,12 +323,6 @@ async def _adapters(vllm: str) -> list[str]:
     return [c["id"] for c in data if c.get("parent")]
 
 
-def create_key(settings: Settings) -> str:
-    from server.admin import create_api_key
-
-    return create_api_key(settings, "bench")[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=100)
@@ -355,12 +343,8 @@ def main() -> None:
         return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the stack on SIGTERM too
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        s3 = S3Settings(endpoint=f"127.0.0.1:{free_port()}",
-                        access_key="bench" + uuid.uuid4().hex[:8],
-                        secret_key=uuid.uuid4().hex, bucket="bench")
-        processes = []
+    with bench_stack() as stack:
+        root = stack.root
         adapters_job = None
         try:
             if args.stub_only:  # the null upstream does not read adapters
@@ -371,17 +355,12 @@ def main() -> None:
             else:
                 adapters_job = subprocess.Popen(
                     [sys.executable, "-m", "tests.serving.make_adapters",
-                     str(Settings().effective_model_cache_dir.resolve() / BASE),
+                     str(Settings().effective_model_cache_dir.resolve()),
                      str(root / "adapters"), "4"], cwd=REPO,
                     env={**os.environ, "HF_HUB_OFFLINE": "1"})
             stub_port = free_port()
-            processes.append(spawn("stub", [sys.executable, str(Path(__file__).resolve()),
-                                            "--stub", str(stub_port)], root / "stub.log"))
-            processes.append(start_s3(root / "s3", s3.access_key,
-                                      s3.secret_key.get_secret_value(),
-                                      int(s3.endpoint.rsplit(":", 1)[1])))
-            redis_port = free_port()
-            processes.append(start_redis(root / "redis", redis_port))
+            stack.processes.append(spawn("stub", [sys.executable, str(Path(__file__).resolve()),
+                                                  "--stub", str(stub_port)], root / "stub.log"))
             stub_url = f"http://127.0.0.1:{stub_port}"
             servers = [VllmServerSettings(base_model=STUB_MODEL, url=stub_url, capacity=8)]
             if not args.stub_only:
@@ -389,18 +368,12 @@ def main() -> None:
                     base_model=BASE, url=args.vllm_url, capacity=8,
                     cpu_threads_bind=args.cpu_threads_bind))
             settings = Settings(
-                data_dir=root / "data", redis_url=f"redis://127.0.0.1:{redis_port}/0", s3=s3,
+                data_dir=root / "data", redis_url=stack.redis_url, s3=stack.s3,
                 port=free_port(), grpc_port=free_port(),
                 model_cache_dir=Settings().effective_model_cache_dir.resolve(),
                 base_models=[BaseModelEntry(name=BASE), BaseModelEntry(name=STUB_MODEL)],
                 serving=ServingSettings(servers=servers))
-            key = create_key(settings)
-            api = spawn("api", [sys.executable, "-m", "tuneforge.cli", "server"],
-                        root / "api.log", env=settings.to_env(), cwd=REPO, stop_timeout=40)
-            processes.append(api)
-            base_url = f"http://127.0.0.1:{settings.port}/v1"
-            wait_until(lambda: httpx.get(f"{base_url}/models").status_code == 401, 90, "API",
-                       api)
+            api, key, base_url = stack.start_api(settings, stop_timeout=40)
             started = time.monotonic()
 
             def ready() -> bool:
@@ -418,8 +391,6 @@ def main() -> None:
         finally:
             if adapters_job is not None and adapters_job.poll() is None:
                 adapters_job.kill()
-            for process in reversed(processes):
-                process.stop()
 
 
 if __name__ == "__main__":

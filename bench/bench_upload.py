@@ -12,10 +12,8 @@ import argparse
 import io
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,19 +23,9 @@ from minio import Minio
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tuneforge.processes import free_port, spawn, start_redis, start_s3, wait_until  # noqa: E402
+from bench.common import MIB, bench_stack, blocks, multipart, percentile  # noqa: E402
+from tuneforge.processes import free_port  # noqa: E402
 from tuneforge.settings import S3Settings, Settings  # noqa: E402
-
-MIB = 1024 * 1024
-BLOCK = bytes(range(256)) * (MIB // 256)
-
-
-def blocks(size: int) -> Iterator[bytes]:
-    sent = 0
-    while sent < size:
-        piece = BLOCK[: min(len(BLOCK), size - sent)]
-        sent += len(piece)
-        yield piece
 
 
 class BlockReader(io.RawIOBase):
@@ -53,14 +41,6 @@ class BlockReader(io.RawIOBase):
                 break
         out, self._buffer = (self._buffer, b"") if n < 0 else (self._buffer[:n], self._buffer[n:])
         return out
-
-
-def multipart(size: int, boundary: str) -> Iterator[bytes]:
-    yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nuser_data"
-           f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-           f"filename=\"bench.bin\"\r\n\r\n").encode()
-    yield from blocks(size)
-    yield f"\r\n--{boundary}--\r\n".encode()
 
 
 def raw_put(s3: S3Settings, size: int) -> float:
@@ -102,11 +82,6 @@ def job_latencies(base: str, key: str, n: int) -> list[float]:
     return samples
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mib", type=int, default=200)
@@ -115,58 +90,34 @@ def main() -> None:
     args = parser.parse_args()
     size = args.mib * MIB
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        s3 = S3Settings(endpoint=f"127.0.0.1:{free_port()}",
-                        access_key="bench" + uuid.uuid4().hex[:8],
-                        secret_key=uuid.uuid4().hex, bucket="bench")
-        processes = []
-        try:
-            processes.append(start_s3(root / "s3", s3.access_key,
-                                      s3.secret_key.get_secret_value(),
-                                      int(s3.endpoint.rsplit(":", 1)[1])))
-            redis_port = free_port()
-            processes.append(start_redis(root / "redis", redis_port))
-            settings = Settings(data_dir=root / "data", redis_url=f"redis://127.0.0.1:{redis_port}/0",
-                                s3=s3, port=free_port(), grpc_port=free_port(),
-                                max_upload_bytes=4 * 1024 * MIB)
-            key = create_key(settings)
-            api = spawn("api", [sys.executable, "-m", "tuneforge.cli", "server"],
-                        root / "api.log", env=settings.to_env(), cwd=REPO)
-            processes.append(api)
-            base = f"http://127.0.0.1:{settings.port}/v1"
-            wait_until(lambda: httpx.get(f"{base}/models").status_code == 401, 90, "API", api)
-            api_put(base, key, 8 * MIB, api.pid)  # warm-up
-            raw_put(s3, 8 * MIB)
+    with bench_stack() as stack:
+        settings = Settings(data_dir=stack.root / "data", redis_url=stack.redis_url,
+                            s3=stack.s3, port=free_port(), grpc_port=free_port(),
+                            max_upload_bytes=4 * 1024 * MIB)
+        api, key, base = stack.start_api(settings)
+        s3 = stack.s3
+        api_put(base, key, 8 * MIB, api.pid)  # warm-up
+        raw_put(s3, 8 * MIB)
 
-            raw, via_api, growth = [], [], []
-            for _ in range(args.rounds):
-                raw.append(raw_put(s3, size))
-                elapsed, rss = api_put(base, key, size, api.pid)
-                via_api.append(elapsed)
-                growth.append(rss)
-            raw_rate = args.mib / statistics.median(raw)
-            api_rate = args.mib / statistics.median(via_api)
-            print(f"upload {args.mib} MiB x{args.rounds} (median)")
-            print(f"  raw S3 put (MinIO SDK)   {raw_rate:8.1f} MiB/s")
-            print(f"  POST /v1/files (API)     {api_rate:8.1f} MiB/s")
-            print(f"  ratio API / raw          {api_rate / raw_rate:8.2f}x   (goal >= 0.90x)")
-            print(f"  API server RSS growth    {max(growth):8.1f} MiB (max over rounds)")
+        raw, via_api, growth = [], [], []
+        for _ in range(args.rounds):
+            raw.append(raw_put(s3, size))
+            elapsed, rss = api_put(base, key, size, api.pid)
+            via_api.append(elapsed)
+            growth.append(rss)
+        raw_rate = args.mib / statistics.median(raw)
+        api_rate = args.mib / statistics.median(via_api)
+        print(f"upload {args.mib} MiB x{args.rounds} (median)")
+        print(f"  raw S3 put (MinIO SDK)   {raw_rate:8.1f} MiB/s")
+        print(f"  POST /v1/files (API)     {api_rate:8.1f} MiB/s")
+        print(f"  ratio API / raw          {api_rate / raw_rate:8.2f}x   (goal >= 0.90x)")
+        print(f"  API server RSS growth    {max(growth):8.1f} MiB (max over rounds)")
 
-            samples = job_latencies(base, key, args.jobs)
-            print(f"job create x{args.jobs}")
-            p50, p99 = percentile(samples, 0.50), percentile(samples, 0.99)
-            print(f"  p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   "
-                  f"mean {statistics.mean(samples):6.1f} ms")
-        finally:
-            for process in reversed(processes):
-                process.stop()
-
-
-def create_key(settings: Settings) -> str:
-    from server.admin import create_api_key
-
-    return create_api_key(settings, "bench")[1]
+        samples = job_latencies(base, key, args.jobs)
+        print(f"job create x{args.jobs}")
+        p50, p99 = percentile(samples, 0.50), percentile(samples, 0.99)
+        print(f"  p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   "
+              f"mean {statistics.mean(samples):6.1f} ms")
 
 
 if __name__ == "__main__":
