@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.common import bench_stack, percentile  # noqa: E402
+from serving.supervisor import read_state  # noqa: E402
 from tuneforge.processes import free_port, spawn, wait_until  # noqa: E402
 from tuneforge.settings import (  # noqa: E402
     BaseModelEntry,
@@ -216,8 +217,7 @@ async def run(args: argparse.Namespace, settings: Settings, key: str, base_url: 
     from server.service.context import Context
 
     services = Services(Context.from_settings(settings))
-    state = json.loads((settings.data_dir / "serving" / "replicas.json").read_text())
-    vllm = args.vllm_url or next((r["url"] for r in state["replicas"]
+    vllm = args.vllm_url or next((r["url"] for r in read_state(settings)
                                   if r["base_model"] == BASE), "")
     auth = {"Authorization": f"Bearer {key}"}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -377,8 +377,8 @@ def main() -> None:
             started = time.monotonic()
 
             def ready() -> bool:
-                state = json.loads((settings.data_dir / "serving" / "replicas.json").read_text())
-                return all(r["state"] == "ready" for r in state["replicas"])
+                replicas = read_state(settings)
+                return bool(replicas) and all(r["state"] == "ready" for r in replicas)
 
             wait_until(ready, 600, "vLLM", api)
             if not args.vllm_url and not args.stub_only:

@@ -61,7 +61,7 @@ class TargetCache:
 
     def drop(self, model: str) -> None:
         if self._entries is not None:
-            for key in [k for k in list(self._entries) if k[1] == model]:
+            for key in [k for k in self._entries if k[1] == model]:
                 self._entries.pop(key, None)
 
 

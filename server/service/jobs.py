@@ -108,12 +108,12 @@ class JobService:
     def _check_servable_rank(self, base_model: str, rank: int) -> None:
         """Refuse a LoRA rank the inference servers could not load, before hours of training
         produce a model that cannot be served."""
-        limits = [s.max_lora_rank for s in self.ctx.settings.inference_servers()
-                  if s.base_model == base_model]
-        if limits and rank > min(limits):
-            raise invalid(f"lora.rank {rank} is above {min(limits)}, the largest LoRA rank the "
+        limit = min((s.max_lora_rank for s in self.ctx.settings.inference_servers()
+                     if s.base_model == base_model), default=None)
+        if limit is not None and rank > limit:
+            raise invalid(f"lora.rank {rank} is above {limit}, the largest LoRA rank the "
                           f"inference servers for '{base_model}' load; the fine-tuned model "
-                          f"could not be served. Use a rank of at most {min(limits)}.",
+                          f"could not be served. Use a rank of at most {limit}.",
                           param="lora.rank", code="invalid_lora_rank")
 
     def _method_and_hyperparameters(self, request: JobCreateRequest) -> tuple[str, dict[str, Any]]:

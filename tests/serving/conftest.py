@@ -8,7 +8,6 @@ developing; the restart test is skipped then).
 from __future__ import annotations
 
 import io
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+from serving.supervisor import read_state
 from tests.api.data import chat_jsonl
 from tests.conftest import MODEL_CACHE, REPO, ApiServer
 from tuneforge.domain import JobStatus, fine_tuned_model_name, job_prefix
@@ -94,8 +94,7 @@ def api_server(serving_settings: Settings,
 
 
 def replica_state(settings: Settings) -> dict[str, object]:
-    state = json.loads((settings.data_dir / "serving" / "replicas.json").read_text())
-    return dict(state["replicas"][0])
+    return dict(read_state(settings)[0])
 
 
 @pytest.fixture(scope="package")
