@@ -65,13 +65,64 @@ class VllmServerSettings(BaseModel):
     kv_cache_gib: float = 1.0  # VLLM_CPU_KVCACHE_SPACE
     cpu_threads_bind: str = ""  # VLLM_CPU_OMP_THREADS_BIND; default: every core
     extra_args: list[str] = Field(default_factory=list)
+    # The bearer key of vLLM's API. Attached servers: the key they were started with (empty:
+    # none). Started servers: empty means the key generated for the data directory
+    # (`data_dir/serving/vllm-api-key`, mode 0600); see docs/serving.md.
+    api_key: SecretStr = SecretStr("")
+
+    @field_serializer("api_key", when_used="json")
+    def _reveal_key_when_asked(self, value: SecretStr, info: SerializationInfo) -> str:
+        context = info.context or {}
+        return value.get_secret_value() if context.get("reveal") else str(value)
+
+
+class InferenceLimits(BaseModel):
+    """Per-request caps and per-organization limits of the inference proxy
+    (`/v1/chat/completions`, `/v1/completions`). 0 turns a rate limit off. In-process: with
+    several API processes each enforces its own share (see docs/serving.md)."""
+
+    max_n: int = Field(default=8, ge=1)  # choices per request (`n`, and `best_of`)
+    max_tokens: int = Field(default=2048, ge=1)  # `max_tokens` / `max_completion_tokens`
+    # Applied when the client sends neither (vLLM's own default is the whole context).
+    default_max_tokens: int = Field(default=512, ge=1)
+    max_prompts: int = Field(default=16, ge=1)  # prompts in one `/v1/completions` request
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)  # body size (413 above)
+    # Requests of one organization running at once (streams count until they end): one
+    # organization cannot occupy every vLLM slot. Beyond it: 429 with Retry-After.
+    max_concurrent_per_org: int = Field(default=4, ge=1)
+    # Token budget per organization and minute: a request costs its estimated prompt
+    # tokens (bytes / 4) plus `n` x its max tokens, like OpenAI's TPM limit.
+    tokens_per_minute_per_org: int = Field(default=200_000, ge=0)
+    requests_per_minute_per_org: int = Field(default=0, ge=0)
 
 
 class EmbeddedSettings(BaseModel):
-    """Ports of the servers `tuneforge up` starts itself (Redis and S3)."""
+    """Ports of the servers `tuneforge up` starts itself (Redis and S3). `weed mini` opens
+    more ports than S3's: all are pinned (and bound to 127.0.0.1) so that a busy one fails
+    loudly instead of moving. Unset, they follow `s3_port`: master `s3_port + 1`, its gRPC
+    `+ 2`, volume `+ 3`/`+ 4`, filer `+ 5`/`+ 6`, S3 gRPC `+ 7`, admin `+ 8` (the admin
+    server's gRPC port is its port + 10000, or - 10000 where that would exceed 65535)."""
 
     redis_port: int = 6399
     s3_port: int = 8333
+    s3_master_port: int | None = None
+    s3_master_grpc_port: int | None = None
+    s3_volume_port: int | None = None
+    s3_volume_grpc_port: int | None = None
+    s3_filer_port: int | None = None
+    s3_filer_grpc_port: int | None = None
+    s3_grpc_port: int | None = None
+    s3_admin_port: int | None = None
+
+    def weed_ports(self) -> dict[str, int]:
+        """Every port `weed mini` opens besides S3, by role (as `WeedPorts` takes them)."""
+        chosen = [self.s3_master_port, self.s3_master_grpc_port, self.s3_volume_port,
+                  self.s3_volume_grpc_port, self.s3_filer_port, self.s3_filer_grpc_port,
+                  self.s3_grpc_port, self.s3_admin_port]
+        roles = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
+                 "s3_grpc", "admin"]
+        return {role: port if port is not None else self.s3_port + offset
+                for offset, (role, port) in enumerate(zip(roles, chosen, strict=True), 1)}
 
 
 class ServingSettings(BaseModel):
@@ -95,10 +146,33 @@ class ServingSettings(BaseModel):
     lookup_cache_seconds: float = 2.0
 
 
+class StorageSettings(BaseModel):
+    """How the API and the workers use S3 (`server/storage.py`)."""
+
+    # The store's own pool for blocking S3 calls (never the event loop's default pool).
+    threads: int = Field(default=16, ge=1)
+    # Streamed uploads sent to S3 at once, each holding at most two 5 MiB parts in memory;
+    # more wait, reading nothing of their body, until one ends.
+    max_concurrent_uploads: int = Field(default=8, ge=1)
+    # Idempotent calls retry transient failures (S3 unreachable, connection dropped, 5xx) with
+    # exponential backoff this long, then raise StorageUnavailable. Calls made while answering
+    # an API request retry only `request_retry_seconds`: the client gets a 503 + Retry-After.
+    retry_seconds: float = Field(default=60.0, ge=0)
+    request_retry_seconds: float = Field(default=2.0, ge=0)
+    retry_after_seconds: int = Field(default=5, ge=1)
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 120.0
+    # Unfinished multipart uploads (a killed upload or worker) older than this are aborted by
+    # the API's reconciler, which looks at most once every `multipart_sweep_interval_seconds`.
+    multipart_max_age_seconds: float = 24 * 3600.0
+    multipart_sweep_interval_seconds: float = 600.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TUNEFORGE_", env_nested_delimiter="__", extra="ignore"
     )
+    storage: StorageSettings = Field(default_factory=StorageSettings)
 
     data_dir: Path = Path(".tuneforge")
     database_url: str = ""  # default: SQLite in data_dir
@@ -117,10 +191,17 @@ class Settings(BaseSettings):
     # A worker renews its lease on a job every third of this; a job whose lease lapsed is
     # requeued to resume from its last checkpoint on another worker.
     worker_lease_seconds: int = 30
+    # A running worker reads its job's status this often, so a pause or cancel reaches the
+    # training loop within a step plus this, whatever the lease interval.
+    worker_control_poll_seconds: float = 1.0
+    # `resume` of a job whose paused run is still saving its checkpoint waits this long for
+    # the run to let go before it answers 409.
+    resume_wait_seconds: float = 15.0
     # Converted base models (default: data_dir/models).
     model_cache_dir: Path | None = None
 
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    inference_limits: InferenceLimits = Field(default_factory=InferenceLimits)
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
 
     base_models: list[BaseModelEntry] = Field(
@@ -154,25 +235,16 @@ class Settings(BaseSettings):
         return self.model_cache_dir or self.data_dir / "models"
 
     def to_env(self) -> dict[str, str]:
-        """Environment variables that make a child `tuneforge` process use these settings."""
-        env = {
-            "TUNEFORGE_DATA_DIR": str(self.data_dir),
-            "TUNEFORGE_DATABASE_URL": self.effective_database_url,
-            "TUNEFORGE_REDIS_URL": self.redis_url,
-            "TUNEFORGE_QUEUE_NAME": self.queue_name,
-            "TUNEFORGE_S3": self.s3.model_dump_json(context={"reveal": True}),
-            "TUNEFORGE_HOST": self.host,
-            "TUNEFORGE_PORT": str(self.port),
-            "TUNEFORGE_GRPC_PORT": str(self.grpc_port),
-            "TUNEFORGE_MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
-            "TUNEFORGE_RECONCILE_INTERVAL_SECONDS": str(self.reconcile_interval_seconds),
-            "TUNEFORGE_BASE_MODELS": json.dumps([m.model_dump() for m in self.base_models]),
-            "TUNEFORGE_WORKER_LEASE_SECONDS": str(self.worker_lease_seconds),
-            "TUNEFORGE_MODEL_CACHE_DIR": str(self.effective_model_cache_dir),
-            "TUNEFORGE_SERVING": self.serving.model_dump_json(),
-            "TUNEFORGE_EMBEDDED": self.embedded.model_dump_json(),
+        """Environment variables that make a child `tuneforge` process use these settings:
+        every field, nested groups as JSON, secrets revealed (the child needs them)."""
+        values = self.model_dump(mode="json", context={"reveal": True})
+        values["database_url"] = self.effective_database_url
+        values["model_cache_dir"] = str(self.effective_model_cache_dir)
+        return {
+            f"TUNEFORGE_{name.upper()}": value if isinstance(value, str) else json.dumps(value)
+            for name, value in values.items()
+            if value is not None
         }
-        return env
 
     def inference_servers(self) -> list[VllmServerSettings]:
         """The configured vLLM servers, plus (with `serving.embedded`) one started server for
