@@ -32,10 +32,11 @@ class Context:
             settings=settings,
             engine=engine,
             sessions=create_sessionmaker(engine),
-            store=ObjectStore(settings.s3),
+            store=ObjectStore(settings.s3, settings.storage),
             queue=JobQueue(settings.redis_url, settings.queue_name),
         )
 
     async def close(self) -> None:
         await self.queue.close()
         await self.engine.dispose()
+        self.store.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 from sqlalchemy import delete, select
@@ -15,6 +14,7 @@ from server.service.context import Context
 from server.service.jsonl import JsonlChecker, checked
 from server.service.objects import FileDeleted, FileObject, ListPage, file_object, page
 from server.service.pagination import Order, check_limit, fetch_page, scoped
+from server.storage import retry_budget
 from tuneforge.domain import (
     ACTIVE_STATUSES,
     UPLOADABLE_PURPOSES,
@@ -23,8 +23,6 @@ from tuneforge.domain import (
     file_key,
     new_id,
 )
-
-log = logging.getLogger(__name__)
 
 
 def check_purpose(purpose: str | None) -> str:
@@ -59,6 +57,11 @@ class FileService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
+    def request_budget(self) -> contextlib.AbstractContextManager[None]:
+        """S3 calls made for an API request retry only briefly: a longer outage is a 503 with
+        Retry-After, not a hung request."""
+        return retry_budget(self.ctx.settings.storage.request_retry_seconds)
+
     async def create(
         self,
         principal: Principal,
@@ -72,7 +75,8 @@ class FileService:
         if purpose == FilePurpose.FINE_TUNE:
             stream = checked(stream, JsonlChecker(param="file"))
         file_id = new_id("file-")
-        size = await self.ctx.store.put_stream(file_key(file_id), stream)
+        with self.request_budget():
+            size = await self.ctx.store.put_stream(file_key(file_id), stream)
         return await self.record(principal.organization_id, file_id, filename, purpose, size)
 
     async def record(self, organization_id: str, file_id: str, filename: str, purpose: str,
@@ -85,7 +89,7 @@ class FileService:
                 session.add(row)
                 await session.commit()
         except BaseException:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), self.request_budget():
                 await self.ctx.store.delete(file_key(file_id))
             raise
         return file_object(row)
@@ -117,7 +121,8 @@ class FileService:
         self, principal: Principal, file_id: str
     ) -> tuple[File, AsyncIterator[bytes]]:
         row = await self.get_row(principal, file_id)
-        return row, self.ctx.store.iter_object(file_key(row.id))
+        with self.request_budget():  # opened now: an outage is a 503, not a cut-off 200
+            return row, await self.ctx.store.open_stream(file_key(row.id))
 
     async def delete(self, principal: Principal, file_id: str) -> FileDeleted:
         async with self.ctx.sessions() as session, session.begin():
@@ -137,10 +142,10 @@ class FileService:
                 raise conflict(f"File {file_id} is used by fine-tuning job {in_use}, which has "
                                "not finished; cancel the job or wait for it to end first.",
                                code="file_in_use")
+            # The object first: if S3 is down the request fails (503) and the row stays, so
+            # the delete can be retried; deleting a missing object succeeds.
+            with self.request_budget():
+                await self.ctx.store.delete(file_key(file_id))
             await session.execute(delete(File).where(File.id == file_id))
-        try:
-            await self.ctx.store.delete(file_key(file_id))
-        except Exception:  # the row is gone; an orphaned object is only wasted space
-            log.warning("could not delete object of file %s", file_id, exc_info=True)
         return FileDeleted(id=file_id, deleted=True)
 

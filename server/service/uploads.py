@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from sqlalchemy import select, update
@@ -17,7 +18,7 @@ from server.service.files import FileService, check_filename, check_purpose, lim
 from server.service.jsonl import JsonlChecker
 from server.service.objects import UploadObject, UploadPartObject, upload_object
 from server.service.pagination import scoped
-from server.storage import PART_SIZE
+from server.storage import PART_SIZE, StorageUnavailable
 from tuneforge.domain import FilePurpose, UploadStatus, file_key, new_id, now
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class UploadService:
     def __init__(self, ctx: Context, files: FileService) -> None:
         self.ctx = ctx
         self.files = files
+        self._next_multipart_sweep = 0.0  # time.monotonic()
 
     async def create(self, principal: Principal, *, filename: str, purpose: str, bytes: int,
                      mime_type: str, expires_after: int | None = None) -> UploadObject:
@@ -81,8 +83,9 @@ class UploadService:
         await self._pending(principal, upload_id)
         part_id = new_id("part_")
         key = part_key(upload_id, part_id)
-        size = await self.ctx.store.put_stream(
-            key, limited(chunks, self.ctx.settings.max_upload_part_bytes, "data"))
+        with self.files.request_budget():
+            size = await self.ctx.store.put_stream(
+                key, limited(chunks, self.ctx.settings.max_upload_part_bytes, "data"))
         part = UploadPart(id=part_id, upload_id=upload_id, bytes=size)
         try:
             async with self.ctx.sessions() as session, session.begin():
@@ -97,7 +100,7 @@ class UploadService:
                                    code="upload_not_pending")
                 session.add(part)
         except BaseException:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), self.files.request_budget():
                 await self.ctx.store.delete(key)
             raise
         return UploadPartObject(id=part.id, created_at=part.created_at, upload_id=upload_id)
@@ -126,12 +129,13 @@ class UploadService:
         target = file_key(file_id)
         sources = [part_key(upload_id, p) for p in part_ids]
         try:
-            await self._assemble(target, sources, [parts[p].bytes for p in part_ids])
-            await self._verify(target, upload, md5)
+            with self.files.request_budget():
+                await self._assemble(target, sources, [parts[p].bytes for p in part_ids])
+                await self._verify(target, upload, md5)
             file_row = await self.files.record(principal.organization_id, file_id,
                                                upload.filename, upload.purpose, total)
         except BaseException:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), self.files.request_budget():
                 await self.ctx.store.delete(target)
             raise
         async with self.ctx.sessions() as session, session.begin():
@@ -217,7 +221,25 @@ class UploadService:
 
     async def _remove_parts(self, upload_id: str) -> None:
         try:
-            await self.ctx.store.delete_prefix(f"uploads/{upload_id}/")
+            with self.files.request_budget():
+                await self.ctx.store.delete_prefix(f"uploads/{upload_id}/")
         except Exception:
             log.warning("could not remove parts of upload %s", upload_id, exc_info=True)
+
+    async def abort_stale_multipart_uploads(self) -> int:
+        """Abort S3 multipart uploads that a killed upload, API process or worker left
+        unfinished for `storage.multipart_max_age_seconds`; does the work at most once every
+        `storage.multipart_sweep_interval_seconds` (the reconciler calls it every pass)."""
+        storage = self.ctx.settings.storage
+        if time.monotonic() < self._next_multipart_sweep:
+            return 0
+        self._next_multipart_sweep = time.monotonic() + storage.multipart_sweep_interval_seconds
+        try:
+            with self.files.request_budget():
+                return await self.ctx.store.abort_stale_multipart_uploads(
+                    storage.multipart_max_age_seconds)
+        except StorageUnavailable:
+            log.warning("S3 unavailable: stale multipart uploads not swept this time")
+            self._next_multipart_sweep = 0.0  # try again on the next pass
+            return 0
 

@@ -7,6 +7,7 @@ from litestar import Controller, Request, get, post
 from server.api.error_docs import errors
 from server.api.multipart import MultipartReader
 from server.api.openapi_bodies import UploadPartOperation
+from server.api.routes.files import storage_errors
 from server.auth import Principal
 from server.service import Services
 from server.service.objects import UploadObject, UploadPartObject
@@ -32,14 +33,15 @@ class UploadsController(Controller):
         return await services.uploads.get(principal, upload_id)
 
     @post("/{upload_id:str}/parts", request_max_body_size=None,
-          operation_class=UploadPartOperation, status_code=200, responses=errors(404, 409, 413))
+          operation_class=UploadPartOperation, status_code=200,
+          responses=storage_errors(404, 409, 413))
     async def add_part(self, request: Request, services: Services, principal: Principal,
                        upload_id: str) -> UploadPartObject:
         reader = MultipartReader(request.headers.get("content-type"), request.stream())
         await reader.read_until_file("data")
         return await services.uploads.add_part(principal, upload_id, reader.file_chunks())
 
-    @post("/{upload_id:str}/complete", status_code=200, responses=errors(404, 409))
+    @post("/{upload_id:str}/complete", status_code=200, responses=storage_errors(404, 409))
     async def complete_upload(self, services: Services, principal: Principal, upload_id: str,
                               data: UploadCompleteRequest) -> UploadObject:
         return await services.uploads.complete(principal, upload_id, data.part_ids, data.md5)
