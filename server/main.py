@@ -15,6 +15,14 @@ from server.service import Services
 from server.service.context import Context
 from tuneforge.settings import Settings
 
+# Open connections (a stalled client, a long stream) get this long to finish after SIGTERM or
+# Ctrl-C; then they are closed and the process exits (uvicorn would otherwise wait forever).
+GRACEFUL_SHUTDOWN_SECONDS = 5
+# The largest request line plus headers: anything bigger is refused (400) before it is
+# buffered further or reaches authentication. uvicorn's httptools parser has no such limit;
+# h11 enforces this one.
+MAX_HEADER_BYTES = 64 * 1024
+
 
 def prepare(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -37,7 +45,9 @@ async def serve(settings: Settings) -> None:
     services = Services(Context.from_settings(settings))
     app = create_app(services)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
-                            lifespan="on", access_log=False)
+                            lifespan="on", access_log=False, http="h11",
+                            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     server = _Server(config)
     server.grpc_server = await start_grpc(services, settings)
     try:

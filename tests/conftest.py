@@ -100,9 +100,9 @@ def redis_url(tmp_root: Path) -> Iterator[str]:
         yield url
         redis_sync.Redis.from_url(url).flushdb()
         return
-    port = free_port()
-    process = start_redis(tmp_root / "redis", port)
-    yield f"redis://127.0.0.1:{port}/0"
+    port, password = free_port(), secrets.token_hex(16)
+    process = start_redis(tmp_root / "redis", port, password)
+    yield f"redis://:{password}@127.0.0.1:{port}/0"
     process.stop()
 
 
@@ -146,7 +146,7 @@ def settings(tmp_root: Path, database_url: str, redis_url: str, s3: S3Settings) 
         data_dir=data_dir, database_url=database_url, redis_url=redis_url, s3=s3,
         port=free_port(), grpc_port=free_port(), queue_name=f"tf-test-{uuid.uuid4().hex[:6]}",
         reconcile_interval_seconds=1.0, max_upload_bytes=2 * 1024**3,
-        worker_lease_seconds=9, model_cache_dir=MODEL_CACHE,
+        worker_lease_seconds=9, resume_wait_seconds=5.0, model_cache_dir=MODEL_CACHE,
     )
     upgrade(database_url)
     return result

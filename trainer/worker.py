@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
-from server.queue import TRAIN_TASK
+from server.queue import TRAIN_TASK, job_deserializer, job_serializer, redis_pool
 from server.service import Services
 from server.service.context import Context
 from trainer.job_runner import JobRunner, worker_identity
@@ -45,7 +44,10 @@ def create_worker(settings: Settings) -> Worker:
 
     return Worker(
         functions=[func(run_fine_tuning_job, name=TRAIN_TASK)],
-        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        # JSON payloads (never pickle) and socket timeouts on every Redis call.
+        redis_pool=redis_pool(settings.redis_url, settings.queue_name),
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
         queue_name=settings.queue_name,
         on_startup=startup,
         on_shutdown=shutdown,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -17,6 +18,12 @@ if TYPE_CHECKING:
 app = typer.Typer(help="TuneForge: fine-tuning as a service.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+
+
+def _private_files() -> None:
+    """Every file this process (and its children) creates is for this user only: databases,
+    S3 data, adapters, logs and credentials become 0600, directories 0700."""
+    os.umask(0o077)
 
 
 def register(target: typer.Typer) -> None:
@@ -38,6 +45,7 @@ def server(
     """Run the API server, REST and gRPC (migrates the database first)."""
     from server.main import run
 
+    _private_files()
     overrides = {k: v for k, v in {"host": host, "port": port, "grpc_port": grpc_port}.items()
                  if v is not None}
     run(Settings(**overrides))
@@ -51,6 +59,7 @@ def keys_create(
     """Create an API key; prints it once (only its hash is stored)."""
     from server.admin import create_api_key
 
+    _private_files()
     org_id, key = create_api_key(Settings(), org, name)
     typer.echo(f"organization: {org_id}")
     typer.echo(f"api key:      {key}")
@@ -61,6 +70,7 @@ def worker() -> None:
     """Run a training worker (takes fine-tuning jobs from the queue, one at a time)."""
     from trainer.worker import run
 
+    _private_files()
     run(Settings())
 
 
@@ -68,10 +78,12 @@ def _run_stack(after_start: Callable[[Stack], None] | None = None) -> None:
     import signal
     import time
 
+    from tuneforge.processes import private_dir
     from tuneforge.stack import Credentials, PortTaken, Stack, embedded_settings, prepare_models
 
+    _private_files()
     base = Settings()
-    base.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(base.data_dir)
     creds = Credentials.load_or_create(base.data_dir)
     stack = Stack(embedded_settings(base, creds), creds, log=lambda m: typer.echo(f"· {m}"))
 
@@ -79,6 +91,9 @@ def _run_stack(after_start: Callable[[Stack], None] | None = None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop_on_signal)
+    # The children run in sessions of their own (so that each can be stopped as a group): a
+    # closed terminal reaches only this process, which must then stop them.
+    signal.signal(signal.SIGHUP, stop_on_signal)
     try:
         stack.check_ports()
         typer.echo("· preparing the base model (converted once, then cached)…")

