@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -40,6 +41,7 @@ from serving.supervisor import read_state  # noqa: E402
 from tuneforge.processes import free_port, spawn, wait_until  # noqa: E402
 from tuneforge.settings import (  # noqa: E402
     BaseModelEntry,
+    InferenceLimits,
     ServingSettings,
     Settings,
     VllmServerSettings,
@@ -103,8 +105,10 @@ async def new_model(services, base_url: str, key: str, adapter: Path, suffix: st
                                    files={"file": ("t.jsonl", io.BytesIO(line * 10))})).json()["id"]
         job = (await http.post("/fine_tuning/jobs", json={
             "model": base, "training_file": file_id, "suffix": suffix})).json()
+    # Held like a worker holds it (the API's reconciler requeues a running job nobody holds).
+    assert await services.jobs.claim(job["id"], "bench", 3600)
     assert await services.jobs.advance(job["id"], [JobStatus.VALIDATING_FILES],
-                                       JobStatus.RUNNING)
+                                       JobStatus.RUNNING, worker_id="bench")
     name = fine_tuned_model_name(base, job["organization_id"], suffix, job["id"])
     prefix = f"{job_prefix(job['id'])}/adapter"
     await services.ctx.store.upload_dir(adapter, prefix)
@@ -113,7 +117,7 @@ async def new_model(services, base_url: str, key: str, adapter: Path, suffix: st
         seconds = await make_servable(settings, services.ctx.store, model_name=name,
                                       base_model=base, adapter_prefix=prefix)
     assert await services.jobs.succeed(job["id"], fine_tuned_model=name, result_files=[],
-                                       trained_tokens=1)
+                                       trained_tokens=1, worker_id="bench")
     return job["id"], name, seconds
 
 
@@ -198,12 +202,13 @@ def report_latency(samples: dict[str, list[float]]) -> None:
 
 async def compare_throughput(http: httpx.AsyncClient, label: str, direct: tuple[str, str],
                              proxied: tuple[str, str], auth: dict[str, str], tokens: int,
-                             rounds: int, unit: str = "tok/s") -> None:
+                             rounds: int, unit: str = "tok/s",
+                             direct_auth: dict[str, str] | None = None) -> None:
     for concurrency in (1, 8):
         d_rates, p_rates = [], []
         for _ in range(rounds):
-            d_rates.append(await throughput(http, direct[0], {}, direct[1], tokens,
-                                            concurrency))
+            d_rates.append(await throughput(http, direct[0], direct_auth or {}, direct[1],
+                                            tokens, concurrency))
             p_rates.append(await throughput(http, proxied[0], auth, proxied[1], tokens,
                                             concurrency))
         d, p = statistics.median(d_rates), statistics.median(p_rates)
@@ -215,11 +220,15 @@ async def run(args: argparse.Namespace, settings: Settings, key: str, base_url: 
               adapters: list[Path], stub_url: str) -> None:
     from server.service import Services
     from server.service.context import Context
+    from serving.keys import auth_headers, server_key
 
     services = Services(Context.from_settings(settings))
     vllm = args.vllm_url or next((r["url"] for r in read_state(settings)
                                   if r["base_model"] == BASE), "")
     auth = {"Authorization": f"Bearer {key}"}
+    # vLLM's own key (the proxy sends it; the direct calls here must too).
+    vllm_auth = auth_headers(next(server_key(settings, s) for s in settings.serving.servers
+                                  if s.base_model == BASE)) if not args.stub_only else {}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     chat = "/v1/chat/completions"
     try:
@@ -262,18 +271,20 @@ async def run(args: argparse.Namespace, settings: Settings, key: str, base_url: 
             print(f"  p50 {statistics.median(ready):7.1f} ms   min {min(ready):7.1f} ms   "
                   f"max {max(ready):7.1f} ms   (goal < 1000 ms)")
             tuned = models[-1]
-            alias = next(a for a in await _adapters(vllm) if a.startswith(tuned + "@"))
+            alias = next(a for a in await _adapters(vllm, vllm_auth)
+                         if a.startswith(tuned + "@"))
 
             # -- vLLM's own load call, and a cold on-demand first request through the proxy
             loads = []
             for _ in range(5):
                 start = time.perf_counter()
-                (await http.post(f"{vllm}/v1/load_lora_adapter", json={
+                (await http.post(f"{vllm}/v1/load_lora_adapter", headers=vllm_auth, json={
                     "lora_name": f"bench-{uuid.uuid4().hex[:8]}",
                     "lora_path": str(adapters[0])})).raise_for_status()
                 loads.append((time.perf_counter() - start) * 1000)
-            for name in [a for a in await _adapters(vllm) if a.startswith("bench-")]:
-                await http.post(f"{vllm}/v1/unload_lora_adapter", json={"lora_name": name})
+            for name in [a for a in await _adapters(vllm, vllm_auth) if a.startswith("bench-")]:
+                await http.post(f"{vllm}/v1/unload_lora_adapter", headers=vllm_auth,
+                                json={"lora_name": name})
             cold, warm = [], []
             for i in range(args.cold):
                 job_id, name, _ = await new_model(services, base_url, key, adapters[i % 2],
@@ -300,26 +311,26 @@ async def run(args: argparse.Namespace, settings: Settings, key: str, base_url: 
             print(f"vLLM-CPU: latency, non-streaming, 1 output token x{args.requests} "
                   "(interleaved)")
             report_latency(await latencies(http, {
-                "base direct": (vllm + chat, {}, BASE),
+                "base direct": (vllm + chat, vllm_auth, BASE),
                 "base proxy": (base_url + "/chat/completions", auth, BASE),
-                "ft direct": (vllm + chat, {}, alias),
+                "ft direct": (vllm + chat, vllm_auth, alias),
                 "ft proxy": (base_url + "/chat/completions", auth, tuned),
             }, args.requests))
             print(f"vLLM-CPU: throughput, streaming {args.tokens} tokens per request, median "
                   f"of {args.rounds} interleaved rounds")
             await compare_throughput(http, "base", (vllm + chat, BASE),
                                      (base_url + "/chat/completions", BASE), auth,
-                                     args.tokens, args.rounds)
+                                     args.tokens, args.rounds, direct_auth=vllm_auth)
             await compare_throughput(http, "ft", (vllm + chat, alias),
                                      (base_url + "/chat/completions", tuned), auth,
-                                     args.tokens, args.rounds)
+                                     args.tokens, args.rounds, direct_auth=vllm_auth)
     finally:
         await services.ctx.close()
 
 
-async def _adapters(vllm: str) -> list[str]:
+async def _adapters(vllm: str, headers: dict[str, str] | None = None) -> list[str]:
     async with httpx.AsyncClient() as http:
-        data = (await http.get(f"{vllm}/v1/models")).json()["data"]
+        data = (await http.get(f"{vllm}/v1/models", headers=headers)).json()["data"]
     return [c["id"] for c in data if c.get("parent")]
 
 
@@ -332,6 +343,8 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=5, help="models hot-loaded")
     parser.add_argument("--cold", type=int, default=3, help="cold on-demand loads")
     parser.add_argument("--vllm-url", default="", help="attach to this vLLM server")
+    parser.add_argument("--vllm-api-key", default="",
+                        help="the key that server was started with (if any)")
     parser.add_argument("--cpu-threads-bind", default="",
                         help="VLLM_CPU_OMP_THREADS_BIND for the started server (default: all)")
     parser.add_argument("--stub-only", action="store_true",
@@ -366,13 +379,17 @@ def main() -> None:
             if not args.stub_only:
                 servers.append(VllmServerSettings(
                     base_model=BASE, url=args.vllm_url, capacity=8,
-                    cpu_threads_bind=args.cpu_threads_bind))
+                    cpu_threads_bind=args.cpu_threads_bind,
+                    api_key=SecretStr(args.vllm_api_key)))
             settings = Settings(
                 data_dir=root / "data", redis_url=stack.redis_url, s3=stack.s3,
                 port=free_port(), grpc_port=free_port(),
                 model_cache_dir=Settings().effective_model_cache_dir.resolve(),
                 base_models=[BaseModelEntry(name=BASE), BaseModelEntry(name=STUB_MODEL)],
-                serving=ServingSettings(servers=servers))
+                serving=ServingSettings(servers=servers),
+                # The bench measures the proxy, not the limits: 8 concurrent streams per org.
+                inference_limits=InferenceLimits(max_concurrent_per_org=64,
+                                                 tokens_per_minute_per_org=0))
             api, key, base_url = stack.start_api(settings, stop_timeout=40)
             started = time.monotonic()
 

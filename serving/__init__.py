@@ -9,6 +9,10 @@ package never imports torch or vllm.
 - `serving.vllm`: the HTTP client for one vLLM server (load/unload adapters, list, probe).
 - `serving.registry`: what each replica has loaded, LRU and in-flight accounting.
 - `serving.router`: pick a replica for a model (loading it on demand) and proxy the request.
+- `serving.limits`: per-request caps, per-organization concurrency and token/request rates.
+- `serving.nulls`: drop the nulls OpenAI's spec does not allow from vLLM's JSON (bytes only).
+- `serving.keys`, `serving.vllm_guard`: vLLM's API key, and the middleware that makes a started
+  server ask for it on every path but `/health`.
 - `serving.reconciler`: make every replica's loaded set equal the wanted set.
 - `serving.hotload`: `make_servable`, which the worker calls when a job's training ends.
 - `serving.plane`: everything above wired together for the API process.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import httpx
 
 from serving.adapters import AdapterCache, adapter_version
 from serving.errors import AdapterRejected
+from serving.keys import data_dir_key, server_key
 from serving.registry import make_alias, split_alias
 from serving.supervisor import read_state
 from serving.vllm import ReplicaUnreachable, VllmClient
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 class Endpoint:
     url: str
     adapter_dir: str
+    api_key: str = field(default="", repr=False)
 
 
 def cache_root(settings: Settings) -> Path:
@@ -44,9 +46,13 @@ def endpoints(settings: Settings, base_model: str) -> tuple[list[Endpoint], bool
     """The servers of `base_model` known right now, and whether any is configured at all
     (a started one may not have published its address yet)."""
     servers = [s for s in settings.inference_servers() if s.base_model == base_model]
-    found = [Endpoint(s.url.rstrip("/"), s.adapter_dir) for s in servers if s.url]
+    found = [Endpoint(s.url.rstrip("/"), s.adapter_dir, server_key(settings, s))
+             for s in servers if s.url]
     if any(not s.url for s in servers):
-        found += [Endpoint(str(r["url"]), str(r.get("adapter_dir") or ""))
+        # Started by the API process: the configured key, else the data directory's.
+        started = next((s for s in servers if not s.url), None)
+        key = server_key(settings, started) if started is not None else data_dir_key(settings)
+        found += [Endpoint(str(r["url"]), str(r.get("adapter_dir") or ""), key)
                   for r in read_state(settings)
                   if r.get("base_model") == base_model and r.get("managed") and r.get("url")]
     return found, bool(servers)
@@ -55,7 +61,7 @@ def endpoints(settings: Settings, base_model: str) -> tuple[list[Endpoint], bool
 async def _reachable(http: httpx.AsyncClient, candidates: list[Endpoint]) -> list[Endpoint]:
     async def answers(endpoint: Endpoint) -> bool:
         try:
-            await VllmClient(endpoint.url, http).list(seconds=2.0)
+            await VllmClient(endpoint.url, http, api_key=endpoint.api_key).list(seconds=2.0)
             return True
         except ReplicaUnreachable:
             return False
@@ -101,7 +107,7 @@ async def make_servable(settings: Settings, store: Any, *, model_name: str, base
         alias = make_alias(model_name, adapter.version)
 
         async def load(endpoint: Endpoint) -> bool:
-            client = VllmClient(endpoint.url, http)
+            client = VllmClient(endpoint.url, http, api_key=endpoint.api_key)
             path = (str(Path(endpoint.adapter_dir) / local.relative_to(cache.root))
                     if endpoint.adapter_dir else str(local))
             try:
@@ -124,7 +130,7 @@ async def make_servable(settings: Settings, store: Any, *, model_name: str, base
 
 async def _unload_older(http: httpx.AsyncClient, endpoint: Endpoint, model: str,
                         version: str) -> None:
-    client = VllmClient(endpoint.url, http)
+    client = VllmClient(endpoint.url, http, api_key=endpoint.api_key)
     try:
         listed = await client.list()
         for name in listed.adapters:

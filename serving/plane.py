@@ -33,7 +33,8 @@ class ServingPlane:
         self.registry = Registry()
         self.cache = AdapterCache(cache_root(settings))
         self.router = Router(self.registry, store, self.cache, self.http,
-                             request_timeout=serving.request_timeout_seconds)
+                             request_timeout=serving.request_timeout_seconds,
+                             limits=settings.inference_limits)
         self.targets = TargetCache(serving.lookup_cache_seconds)
         self.reconciler = Reconciler(self.registry, self.router, catalog, self.cache,
                                      orphan_grace=serving.orphan_grace_seconds,

@@ -1,7 +1,9 @@
 """vLLM process control: start a vLLM server for a base model, know when it is ready, stop it.
 
 A started server binds `host:port` (127.0.0.1 by default) with `--enable-lora` and runtime LoRA
-updating on. It runs in its own process group, and dies with its parent (PR_SET_PDEATHSIG), so
+updating on, and answers only requests that carry its API key (`VLLM_API_KEY` in its
+environment plus the `serving.vllm_guard` middleware; see `serving.keys`). It runs in its own
+process group, and dies with its parent (PR_SET_PDEATHSIG), so
 a killed API process does not leave vLLM behind. Stopping is by PID: SIGTERM, wait, then
 SIGKILL of the process group that PID leads (vLLM's engine core is a child of it).
 """
@@ -23,9 +25,13 @@ from tuneforge.settings import VllmServerSettings
 _PR_SET_PDEATHSIG = 1
 
 
-def vllm_env(server: VllmServerSettings) -> dict[str, str]:
+GUARD = "serving.vllm_guard.RequireApiKey"
+
+
+def vllm_env(server: VllmServerSettings, api_key: str = "") -> dict[str, str]:
     cores = os.cpu_count() or 1
     return {
+        **({"VLLM_API_KEY": api_key} if api_key else {}),
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
         "VLLM_CPU_KVCACHE_SPACE": f"{server.kv_cache_gib:g}",
         "VLLM_CPU_OMP_THREADS_BIND": server.cpu_threads_bind or f"0-{cores - 1}",
@@ -46,7 +52,7 @@ def vllm_args(server: VllmServerSettings, port: int) -> list[str]:
         "--max-loras", str(server.max_loras),
         "--max-cpu-loras", str(max(server.capacity, server.max_loras)),
         "--max-model-len", str(server.max_model_len), "--dtype", server.dtype,
-        "--disable-uvicorn-access-log",
+        "--disable-uvicorn-access-log", "--middleware", GUARD,
         *server.extra_args,
     ]
 
@@ -105,13 +111,15 @@ class VllmProcess:
 
 def start_vllm(server: VllmServerSettings, *, model_path: str, model_cache_dir: Path,
                log: Path, port: int | None = None, env: dict[str, str] | None = None,
-               cwd: Path | None = None) -> VllmProcess:
+               cwd: Path | None = None, api_key: str = "") -> VllmProcess:
     """Start a vLLM server (returns at once; it is ready when `/v1/models` answers)."""
     port = port or server.port or free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
     command = launcher_command(server, model_path=model_path, model_cache_dir=model_cache_dir,
                                port=port)
-    child_env = {**os.environ, **vllm_env(server), **(env or {})}
+    child_env = {**os.environ, **vllm_env(server, api_key), **(env or {})}
+    if not api_key:
+        child_env.pop("VLLM_API_KEY", None)
     # The launcher must import `serving` and `trainer` wherever it is started from.
     root = str(Path(__file__).resolve().parent.parent)
     child_env["PYTHONPATH"] = os.pathsep.join(

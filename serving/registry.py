@@ -61,6 +61,7 @@ class Replica:
     client: VllmClient
     managed: bool = False  # started and supervised by this process
     adapter_dir: str = ""  # where the server reads the adapter cache; "" = the same path
+    api_key: str = field(default="", repr=False)  # vLLM's bearer key ("" for none)
     state: ReplicaState = ReplicaState.STARTING
     pid: int | None = None
     restarts: int = 0

@@ -1,10 +1,12 @@
 """The request router: pick a healthy replica that has (or can load) the model, forward the
 OpenAI request to it, and relay the answer.
 
+Before forwarding: the request's caps and its organization's limits (`serving.limits`).
 Non-streaming answers are passed through whole; streaming answers (Server-Sent Events) are
-relayed chunk by chunk as vLLM writes them. The only change to either is the model name: an
-adapter is loaded under an alias (`{model}@{version}`), which is written back as `{model}`.
-vLLM's errors are mapped into OpenAI's error envelope.
+relayed chunk by chunk as vLLM writes them. The only changes to either are the model name (an
+adapter is loaded under an alias, `{model}@{version}`, which is written back as `{model}`)
+and the null members OpenAI's spec does not allow (`serving.nulls`). vLLM's errors are mapped
+into OpenAI's error envelope.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -23,9 +25,12 @@ from cachetools import TTLCache
 
 from serving.adapters import AdapterCache, AdapterVersion, adapter_version
 from serving.errors import InvalidRequest, NoReplica, ServingError
+from serving.limits import Admission, Permit, check_request, estimated_tokens
+from serving.nulls import drop_nulls
 from serving.registry import Loaded, Registry, Replica, ReplicaState, make_alias
 from serving.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from serving.vllm import ReplicaUnreachable
+from tuneforge.settings import InferenceLimits
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +94,12 @@ class Proxied:
     media_type: str
     body: bytes | None = None
     stream: AsyncIterator[bytes] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Renamer:
-    """Writes an alias back as the model's name in vLLM's JSON output."""
+    """Writes an alias back as the model's name in vLLM's JSON output (and drops the nulls
+    the spec does not allow)."""
 
     def __init__(self, alias: str, model: str) -> None:
         pairs = {(json.dumps(alias)[1:-1], json.dumps(model)[1:-1]),
@@ -103,11 +110,7 @@ class Renamer:
     def __call__(self, data: bytes) -> bytes:
         for alias, model in self.pairs:
             data = data.replace(alias, model)
-        return data
-
-
-def _identity(data: bytes) -> bytes:
-    return data
+        return drop_nulls(data)
 
 
 def upstream_error(status: int, body: bytes, rename: Callable[[bytes], bytes]) -> ServingError:
@@ -143,8 +146,11 @@ def upstream_error(status: int, body: bytes, rename: Callable[[bytes], bytes]) -
 
 class Router:
     def __init__(self, registry: Registry, store: Any, cache: AdapterCache,
-                 http: httpx.AsyncClient, *, request_timeout: float = 600.0) -> None:
+                 http: httpx.AsyncClient, *, request_timeout: float = 600.0,
+                 limits: InferenceLimits | None = None) -> None:
         self.registry = registry
+        self.limits = limits or InferenceLimits()
+        self.admission = Admission(self.limits)
         self.store = store
         self.cache = cache
         self.http = http
@@ -253,13 +259,22 @@ class Router:
     # ---- proxying ----------------------------------------------------------------------
 
     async def proxy(self, path: str, body: bytes,
-                    resolve: Callable[[str], Awaitable[Target]]) -> Proxied:
+                    resolve: Callable[[str], Awaitable[Target]], *,
+                    organization_id: str = "") -> Proxied:
         """Forward an OpenAI inference request (`path` is `/v1/chat/completions` or
-        `/v1/completions`); `resolve` checks that the caller may use the model."""
+        `/v1/completions`); `resolve` checks that the caller may use the model. The request
+        counts against `organization_id`'s limits until its answer has been relayed."""
+        if len(body) > self.limits.max_request_bytes:
+            raise ServingError(413, f"The request body is {len(body)} bytes; at most "
+                               f"{self.limits.max_request_bytes} are allowed.",
+                               type="invalid_request_error", code="request_too_large")
         try:
             payload = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
             raise InvalidRequest(f"The request body is not valid JSON: {exc}",
+                                 code="invalid_json") from exc
+        except RecursionError as exc:
+            raise InvalidRequest("The request body is nested too deeply.",
                                  code="invalid_json") from exc
         if not isinstance(payload, dict):
             raise InvalidRequest("The request body must be a JSON object.")
@@ -267,18 +282,32 @@ class Router:
         if not isinstance(model, str) or not model:
             raise InvalidRequest("You must provide a model parameter.", param="model",
                                  code="missing_required_parameter")
+        changed = check_request(path, payload, self.limits)
         target = await resolve(model)
+        permit = self.admission.admit(organization_id,
+                                      estimated_tokens(path, payload, len(body)))
+        try:
+            result = await self._attempts(path, body, payload, model, target, changed, permit)
+        except BaseException:
+            permit.release()
+            raise
+        result.headers = permit.headers
+        return result
+
+    async def _attempts(self, path: str, body: bytes, payload: dict[str, Any], model: str,
+                        target: Target, changed: bool, permit: Permit) -> Proxied:
         stream = payload.get("stream") is True
         last_error: Exception | None = None
         for _ in range(_ATTEMPTS):
             lease = await self.acquire(target)
             if lease.upstream == model:
-                content, rename = body, _identity
+                content = msgspec.json.encode(payload) if changed else body
+                rename: Callable[[bytes], bytes] = drop_nulls
             else:
                 content = msgspec.json.encode({**payload, "model": lease.upstream})
                 rename = Renamer(lease.upstream, model)
             try:
-                result = await self._forward(lease, path, content, stream, rename)
+                result = await self._forward(lease, path, content, stream, rename, permit)
             except ReplicaUnreachable as exc:
                 lease.release()
                 lease.replica.state = ReplicaState.UNHEALTHY  # the health check revives it
@@ -297,11 +326,11 @@ class Router:
         raise NoReplica(target.base_model, f"could not place '{model}'")
 
     async def _forward(self, lease: Lease, path: str, content: bytes, stream: bool,
-                       rename: Callable[[bytes], bytes]) -> Proxied:
+                       rename: Callable[[bytes], bytes], permit: Permit) -> Proxied:
         try:
             response = await self.upstream.post(
                 lease.replica.url, path, content,
-                accept="text/event-stream" if stream else _JSON)
+                accept="text/event-stream" if stream else _JSON, api_key=lease.replica.api_key)
         except UpstreamError as exc:  # refused, reset, or closed before answering
             raise ReplicaUnreachable(str(exc)) from exc
         relayed = False
@@ -314,10 +343,11 @@ class Router:
             if not stream or response.content_type != "text/event-stream":
                 data = await response.read()
                 lease.release()
+                permit.release()
                 return Proxied(response.status, response.content_type, body=rename(data))
             relayed = True
             return Proxied(response.status, response.content_type,
-                           stream=_relay(response, lease, rename))
+                           stream=_Relay(response, lease, rename, permit))
         except UpstreamError as exc:
             raise ReplicaUnreachable(str(exc)) from exc
         finally:
@@ -329,26 +359,50 @@ class _Vanished(Exception):
     """vLLM answered 404 for an adapter alias we believed loaded."""
 
 
-async def _relay(response: UpstreamResponse, lease: Lease,
-                 rename: Callable[[bytes], bytes]) -> AsyncIterator[bytes]:
-    """vLLM's event stream as it arrives; renaming works on whole lines (a chunk boundary can
-    fall inside an event). Closing early (the client went away) closes the connection to
-    vLLM, which aborts the request."""
-    try:
-        if rename is _identity:
-            async for chunk in response.chunks():
-                yield chunk
-            return
-        pending = b""
-        async for chunk in response.chunks():
-            pending += chunk
-            cut = pending.rfind(b"\n")
-            if cut < 0:
-                continue
-            ready, pending = pending[:cut + 1], pending[cut + 1:]
-            yield rename(ready)
-        if pending:
-            yield rename(pending)
-    finally:
-        response.release()
-        lease.release()
+class _Relay:
+    """vLLM's event stream as it arrives, rewritten (`rename`) a whole line at a time (a
+    chunk boundary can fall inside an event; vLLM's chunks usually end with one). The replica
+    lease and the organization's permit are released when the stream ends, fails, or is
+    dropped unread (the client left before the first chunk: a generator's `finally` would
+    never run then). Closing early closes the connection to vLLM, which aborts the request."""
+
+    def __init__(self, response: UpstreamResponse, lease: Lease,
+                 rename: Callable[[bytes], bytes], permit: Permit) -> None:
+        self._response = response
+        self._lease = lease
+        self._rename = rename
+        self._permit = permit
+        self._chunks = response.chunks()
+        self._pending = b""
+
+    def __aiter__(self) -> _Relay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            while True:
+                try:
+                    chunk = await self._chunks.__anext__()
+                except StopAsyncIteration:
+                    if not self._pending:
+                        raise
+                    data, self._pending = self._pending, b""
+                    return self._rename(data)
+                if not self._pending and chunk.endswith(b"\n"):
+                    return self._rename(chunk)
+                self._pending += chunk
+                cut = self._pending.rfind(b"\n")
+                if cut >= 0:
+                    ready, self._pending = self._pending[:cut + 1], self._pending[cut + 1:]
+                    return self._rename(ready)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._response.release()
+        self._lease.release()
+        self._permit.release()
+
+    def __del__(self) -> None:
+        self.close()

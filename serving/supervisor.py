@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from serving.keys import server_key
 from serving.process import VllmProcess, start_vllm
 from serving.registry import Registry, Replica, ReplicaState
 from serving.vllm import ReplicaUnreachable, VllmClient
@@ -58,10 +59,11 @@ class Supervisor:
         for server in settings.inference_servers():
             index = counts[server.base_model] = counts.get(server.base_model, 0) + 1
             replica_id = f"{server.base_model}#{index}"
+            key = server_key(settings, server)
             replica = Replica(
                 id=replica_id, base_model=server.base_model, url=server.url.rstrip("/"),
-                capacity=server.capacity, client=VllmClient(server.url, http),
-                managed=not server.url, adapter_dir=server.adapter_dir,
+                capacity=server.capacity, client=VllmClient(server.url, http, api_key=key),
+                managed=not server.url, adapter_dir=server.adapter_dir, api_key=key,
                 state=ReplicaState.STARTING)
             self._servers[replica_id] = server
             registry.replicas.append(replica)
@@ -80,10 +82,11 @@ class Supervisor:
         process = start_vllm(
             server, model_path=self._model_path(server.base_model),
             model_cache_dir=self.settings.effective_model_cache_dir,
-            log=self.settings.data_dir / "logs" / f"vllm-{name}.log", port=port)
+            log=self.settings.data_dir / "logs" / f"vllm-{name}.log", port=port,
+            api_key=replica.api_key)
         self.processes[replica.id] = process
         replica.url = process.url
-        replica.client = VllmClient(process.url, self.http)
+        replica.client = VllmClient(process.url, self.http, api_key=replica.api_key)
         replica.pid = process.pid
         replica.state = ReplicaState.STARTING
         replica.ready_since = None

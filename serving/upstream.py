@@ -165,9 +165,10 @@ class UpstreamPool:
         return _Connection(reader, writer), False
 
     async def post(self, base_url: str, path: str, body: bytes, *,
-                   accept: str = "application/json") -> UpstreamResponse:
+                   accept: str = "application/json", api_key: str = "") -> UpstreamResponse:
         key = self._address(base_url)
-        head = (f"POST {path} HTTP/1.1\r\nHost: {key[0]}:{key[1]}\r\n"
+        auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
+        head = (f"POST {path} HTTP/1.1\r\nHost: {key[0]}:{key[1]}\r\n{auth}"
                 f"Content-Type: application/json\r\nAccept: {accept}\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
         for _ in range(3):

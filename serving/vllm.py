@@ -37,22 +37,25 @@ def _error_message(response: httpx.Response) -> str:
 
 
 class VllmClient:
-    def __init__(self, url: str, http: httpx.AsyncClient, *, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, http: httpx.AsyncClient, *, timeout: float = 30.0,
+                 api_key: str = "") -> None:
         self.url = url.rstrip("/")
         self.http = http
         self.timeout = timeout
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     async def _request(self, method: str, path: str, *, json: object = None,
                        seconds: float | None = None) -> httpx.Response:
         try:
             return await self.http.request(method, self.url + path, json=json,
+                                           headers=self.headers,
                                            timeout=seconds or self.timeout)
         except (httpx.TransportError, httpx.TimeoutException) as exc:
             raise ReplicaUnreachable(f"{self.url}: {exc!r}") from exc
 
     async def list(self, seconds: float | None = None) -> Listed:
         response = await self._request("GET", "/v1/models", seconds=seconds)
-        if response.status_code != 200:
+        if response.status_code != 200:  # 401: a server with another key is not ours
             raise ReplicaUnreachable(f"{self.url}/v1/models answered {response.status_code}")
         bases, adapters = [], {}
         for card in response.json().get("data", []):

@@ -2,7 +2,8 @@
 real `tuneforge server` (embedded serving), shared by every test here.
 
 Set TUNEFORGE_TEST_VLLM_URL to attach to a running vLLM server instead (faster while
-developing; the restart test is skipped then).
+developing; the restart test is skipped then), and TUNEFORGE_TEST_VLLM_API_KEY to the key it
+was started with, if any. Every call to vLLM carries its key (`vllm_headers`).
 """
 
 from __future__ import annotations
@@ -18,20 +19,30 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from pydantic import SecretStr
 
+from serving.keys import auth_headers, data_dir_key
 from serving.supervisor import read_state
 from tests.api.data import chat_jsonl
 from tests.conftest import MODEL_CACHE, REPO, ApiServer
 from tuneforge.domain import JobStatus, fine_tuned_model_name, job_prefix
 from tuneforge.processes import free_port, spawn, wait_until
-from tuneforge.settings import ServingSettings, Settings, VllmServerSettings
+from tuneforge.settings import InferenceLimits, ServingSettings, Settings, VllmServerSettings
 
 BASE = "SmolLM2-135M-Instruct"
 CAPACITY = 3  # adapters per replica: small, so the suite shows LRU eviction with a few models
 MAX_LORAS = 2
 ADAPTERS = 6
 ATTACH_URL = os.environ.get("TUNEFORGE_TEST_VLLM_URL", "")
+ATTACH_KEY = os.environ.get("TUNEFORGE_TEST_VLLM_API_KEY", "")
+_VLLM_KEYS: dict[str, str] = {ATTACH_URL: ATTACH_KEY} if ATTACH_URL else {}
 _HERE = Path(__file__).resolve().parent
+# The proxy's limits in this suite (tests/serving/test_limits.py): the tests run one at a
+# time, so a small per-organization cap never gets in the way of the others.
+LIMITS_CONCURRENT = 3
+_WORKER = "tests-serving"
+LIMITS_MAX_TOKENS = 1900
+LIMITS_DEFAULT_TOKENS = 24
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -48,13 +59,17 @@ def serving_settings(settings: Settings) -> Settings:
     # One OpenMP thread: on a CPU shared with other work, vLLM's threads bound to every core
     # wait on each other at each step and generation slows down several times.
     server = VllmServerSettings(base_model=BASE, url=ATTACH_URL, capacity=CAPACITY,
-                                max_loras=MAX_LORAS, cpu_threads_bind="0")
+                                max_loras=MAX_LORAS, cpu_threads_bind="0",
+                                api_key=SecretStr(ATTACH_KEY))
     # Its own ports: the session's API server may already hold the shared settings' ones.
     return settings.model_copy(update={
         "port": free_port(), "grpc_port": free_port(),
         "serving": ServingSettings(
             servers=[server], health_interval_seconds=0.5, reconcile_interval_seconds=0.5,
-            hot_load_timeout_seconds=300)})
+            hot_load_timeout_seconds=300),
+        "inference_limits": InferenceLimits(max_concurrent_per_org=LIMITS_CONCURRENT,
+                                            max_tokens=LIMITS_MAX_TOKENS,
+                                            default_max_tokens=LIMITS_DEFAULT_TOKENS)})
 
 
 @pytest.fixture(scope="package")
@@ -76,7 +91,8 @@ def api_server(serving_settings: Settings,
     """`tuneforge server` with serving on: it starts vLLM and supervises it."""
     if ATTACH_URL:  # a server shared across sessions: start it empty
         for name in loaded_adapters(ATTACH_URL):
-            httpx.post(f"{ATTACH_URL}/v1/unload_lora_adapter", json={"lora_name": name})
+            httpx.post(f"{ATTACH_URL}/v1/unload_lora_adapter", json={"lora_name": name},
+                       headers=vllm_headers(ATTACH_URL))
     process = spawn("api", [sys.executable, "-m", "tuneforge.cli", "server"],
                     serving_settings.data_dir / "api-serving.log",
                     env=serving_settings.to_env(), cwd=REPO, stop_timeout=40)
@@ -99,12 +115,21 @@ def replica_state(settings: Settings) -> dict[str, object]:
 
 @pytest.fixture(scope="package")
 def vllm_url(api_server: ApiServer, serving_settings: Settings) -> str:
-    return str(replica_state(serving_settings)["url"])
+    url = str(replica_state(serving_settings)["url"])
+    if not ATTACH_URL:
+        _VLLM_KEYS[url] = data_dir_key(serving_settings)  # made by the API process
+    return url
+
+
+def vllm_headers(vllm_url: str) -> dict[str, str]:
+    """What TuneForge sends vLLM: its bearer key."""
+    return auth_headers(_VLLM_KEYS.get(vllm_url, ""))
 
 
 def loaded_adapters(vllm_url: str) -> list[str]:
     """Adapter names vLLM itself reports."""
-    data = httpx.get(f"{vllm_url}/v1/models", timeout=10).json()["data"]
+    data = httpx.get(f"{vllm_url}/v1/models", headers=vllm_headers(vllm_url),
+                     timeout=10).json()["data"]
     return [card["id"] for card in data if card.get("parent")]
 
 
@@ -128,7 +153,10 @@ async def new_model(services, client: openai.OpenAI, adapter: Path, suffix: str,
     file_id = client.files.create(file=("t.jsonl", io.BytesIO(chat_jsonl())),
                                   purpose="fine-tune").id
     job = client.fine_tuning.jobs.create(model=BASE, training_file=file_id, suffix=suffix)
-    assert await services.jobs.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
+    # Held like a worker holds it (the API's reconciler requeues a running job nobody holds).
+    assert await services.jobs.claim(job.id, _WORKER, 3600)
+    assert await services.jobs.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
+                                       worker_id=_WORKER)
     name = fine_tuned_model_name(BASE, job.organization_id, suffix, job.id)
     prefix = f"{job_prefix(job.id)}/adapter"
     await services.ctx.store.upload_dir(adapter, prefix)
@@ -137,7 +165,7 @@ async def new_model(services, client: openai.OpenAI, adapter: Path, suffix: str,
                                       base_model=BASE, adapter_prefix=prefix)
         assert seconds is not None and seconds > 0
     assert await services.jobs.succeed(job.id, fine_tuned_model=name, result_files=[],
-                                       trained_tokens=1)
+                                       trained_tokens=1, worker_id=_WORKER)
     return name
 
 

@@ -16,6 +16,7 @@ from tests.serving.conftest import (
     loaded_adapters,
     loaded_models,
     new_model,
+    vllm_headers,
     wait_for,
 )
 from tuneforge.settings import Settings
@@ -96,7 +97,8 @@ def test_client_leaving_mid_stream_frees_the_request(client: openai.OpenAI, api_
                 break  # and hang up
 
     def running() -> float:
-        metrics = httpx.get(f"{vllm_url}/metrics", timeout=10).text
+        metrics = httpx.get(f"{vllm_url}/metrics", headers=vllm_headers(vllm_url),
+                            timeout=10).text
         return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                    if line.startswith("vllm:num_requests_running"))
 

@@ -2,12 +2,17 @@
 
 The caller must own the `ft:` model it names (base models are open to every tenant); anything
 else is a 404. The body is forwarded as sent (only the model name is replaced by the adapter's
-name on the server), `stream: true` answers are relayed as Server-Sent Events unchanged, and
-vLLM's errors come back in OpenAI's envelope. `GET /v1/serving/status` reports the replicas.
+name on the server, and a default `max_tokens` added when none is given) once it passes the
+request caps and its organization's limits (400 naming the parameter; 429 with Retry-After),
+`stream: true` answers are relayed as Server-Sent Events (`text/event-stream`), and vLLM's
+errors come back in OpenAI's envelope. A client that hangs up before its answer is complete
+closes the connection to vLLM, which aborts the generation. `GET /v1/serving/status` reports
+the replicas.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +29,7 @@ from server.auth import Principal
 from server.errors import ApiError
 from server.service import Services
 from serving.errors import ServingError
+from serving.limits import RateLimited
 from serving.router import Proxied, Target
 
 _OBJECT = Schema(type=OpenAPIType.OBJECT)
@@ -71,7 +77,10 @@ def _inference_operation(body: Schema, answer: str) -> type[Operation]:
 
 def _server_errors() -> dict[int, ResponseSpec]:
     return {
-        **errors(404),
+        **errors(404, 413),
+        429: ResponseSpec(ErrorEnvelope, generate_examples=False,
+                          description="Over the organization's concurrency or rate limit "
+                          "(`rate_limit_exceeded`; see the `Retry-After` header)"),
         500: ResponseSpec(ErrorEnvelope, generate_examples=False,
                           description="The inference server failed"),
         503: ResponseSpec(ErrorEnvelope, generate_examples=False,
@@ -96,11 +105,25 @@ class ServingStatus(BaseModel):
     replicas: list[ReplicaStatus]
 
 
+_SSE = "text/event-stream; charset=utf-8"
+_CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it
+
+
 def _response(result: Proxied) -> Response[Any]:
     if result.stream is not None:
-        return Stream(result.stream, status_code=result.status, media_type=result.media_type,
-                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return Response(result.body, status_code=result.status, media_type=result.media_type)
+        # The handler's `media_type` would win over the Stream's: name the type explicitly.
+        return Stream(result.stream, status_code=result.status, media_type=_SSE,
+                      headers={**result.headers, "Content-Type": _SSE,
+                               "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return Response(result.body, status_code=result.status, media_type=result.media_type,
+                    headers=result.headers)
+
+
+async def _client_gone(request: Request[Any, Any, Any]) -> None:
+    """Returns when the client hangs up (the body has been read, so the next ASGI message
+    is `http.disconnect`)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _proxy(path: str, request: Request[Any, Any, Any], services: Services,
@@ -116,11 +139,40 @@ async def _proxy(path: str, request: Request[Any, Any, Any], services: Services,
             plane.targets.put(principal.organization_id, target)
         return target
 
+    body = await request.body()
+    handler = asyncio.current_task()
+    gone = False
+
+    async def hang_up() -> None:
+        nonlocal gone
+        await _client_gone(request)
+        gone = True
+        if handler is not None:
+            handler.cancel()
+
+    # Until the answer (or a stream's first bytes) is ready, a client that hangs up cancels
+    # the work: the connection to vLLM closes and vLLM aborts the request. A stream's later
+    # chunks are relayed by Litestar, which stops at a disconnect too.
+    watcher = asyncio.ensure_future(hang_up())
     try:
-        return _response(await plane.router.proxy(path, await request.body(), resolve))
+        return _response(await plane.router.proxy(
+            path, body, resolve, organization_id=principal.organization_id))
+    except asyncio.CancelledError:
+        if not gone or handler is None:
+            raise
+        handler.uncancel()
+        return Response(b"", status_code=_CLIENT_GONE)
+    except RateLimited as exc:
+        return Response(exc.envelope(), status_code=exc.status, media_type=MediaType.JSON,
+                        headers=exc.headers)
     except ServingError as exc:
         raise ApiError(exc.status, exc.message, type=exc.type, param=exc.param,
                        code=exc.code) from exc
+    except RecursionError as exc:  # JSON nested too deeply to decode
+        raise ApiError(400, "The request body is nested too deeply.",
+                       code="invalid_json") from exc
+    finally:
+        watcher.cancel()
 
 
 class InferenceController(Controller):
