@@ -131,6 +131,10 @@ class DpoHyperparameters(Hyperparameters):
     beta: auto_or(float, low=0, high=2, low_inclusive=False) = "auto"  # type: ignore[valid-type]
 
 
+# A module name or dotted suffix of one: non-empty dot-separated parts without whitespace.
+TARGET_MODULE_PATTERN = r"^[^.\s]+(?:\.[^.\s]+)*$"
+
+
 class LoraConfig(BaseModel):
     """TuneForge extension (`lora` in the job request): adapter and quantization settings.
 
@@ -143,7 +147,11 @@ class LoraConfig(BaseModel):
     rank: Annotated[int, Field(ge=1, le=256)] = 16
     alpha: Annotated[float, Field(gt=0, le=1024)] = 16
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    target_modules: Literal["all-linear"] | list[str] = "all-linear"
+    # PEFT's "all-linear" preset, or module names (PEFT matches a name or a dotted suffix of
+    # one; the server checks them against the base model at job creation).
+    target_modules: Literal["all-linear"] | Annotated[list[str], Field(json_schema_extra={
+        "minItems": 1, "items": {"type": "string", "pattern": TARGET_MODULE_PATTERN}},
+    )] = "all-linear"
     quantization: Quantization = Quantization.AUTO
 
 

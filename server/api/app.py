@@ -14,7 +14,9 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from server.api import json_limits
 from server.api.deps import provide_principal, provide_services
+from server.api.openapi_bodies import RequestBodySchemaPlugin
 from server.api.routes.files import FilesController
 from server.api.routes.inference import InferenceController
 from server.api.routes.jobs import JobsController
@@ -23,6 +25,7 @@ from server.api.routes.uploads import UploadsController
 from server.errors import ApiError
 from server.reconciler import run_forever
 from server.service import Services
+from server.storage import StorageUnavailable
 from serving.plane import ServingPlane
 
 log = logging.getLogger(__name__)
@@ -31,10 +34,11 @@ _STATUS_TYPES = {403: "permission_error", 429: "rate_limit_error"}
 
 
 def _envelope(status: int, message: str, *, type: str, param: str | None = None,
-              code: str | None = None) -> Response[dict[str, Any]]:
+              code: str | None = None,
+              headers: dict[str, str] | None = None) -> Response[dict[str, Any]]:
     return Response(
         ApiError(status, message, type=type, param=param, code=code).envelope(),
-        status_code=status, media_type=MediaType.JSON,
+        status_code=status, media_type=MediaType.JSON, headers=headers,
     )
 
 
@@ -56,9 +60,25 @@ def _http_error(request: Request, exc: HTTPException) -> Response[dict[str, Any]
     message = exc.detail
     if exc.status_code == 404:
         message = f"Unknown request URL: {request.method} {request.url.path}."
+    # Keep the exception's headers: a 405 carries `Allow` (RFC 9110 §15.5.6).
     return _envelope(exc.status_code, message,
                      type=_STATUS_TYPES.get(exc.status_code, "invalid_request_error"),
-                     code="unknown_url" if exc.status_code == 404 else None)
+                     code="unknown_url" if exc.status_code == 404 else None,
+                     headers=dict(exc.headers) if exc.headers else None)
+
+
+def _recursion_error(_: Request, exc: RecursionError) -> Response[dict[str, Any]]:
+    # Raised by decoding or walking input nested past the stack (JSON bodies are capped by
+    # LimitedRequest; this covers routes that parse their body themselves).
+    log.warning("request nested too deeply: %s", exc)
+    too_deep = json_limits.too_deep()
+    return _envelope(400, too_deep.message, type=too_deep.type, code=too_deep.code)
+
+
+def _storage_unavailable(_: Request, exc: StorageUnavailable) -> Response[dict[str, Any]]:
+    log.warning("S3 unavailable: answering 503", exc_info=exc.__cause__)
+    return _envelope(exc.status, exc.message, type=exc.type, code=exc.code,
+                     headers={"Retry-After": str(exc.retry_after)})
 
 
 def _internal_error(_: Request, exc: Exception) -> Response[dict[str, Any]]:
@@ -98,11 +118,15 @@ def create_app(services: Services, *, run_reconciler: bool = True) -> Litestar:
                       "principal": Provide(provide_principal)},
         exception_handlers={
             ApiError: _api_error,
+            StorageUnavailable: _storage_unavailable,
             ValidationException: _validation_error,
             HTTPException: _http_error,
+            RecursionError: _recursion_error,
             Exception: _internal_error,
         },
         lifespan=[lifespan],
+        request_class=json_limits.LimitedRequest,
+        plugins=[RequestBodySchemaPlugin()],
         openapi_config=OpenAPIConfig(
             title="TuneForge", version="1.0.0",
             description="OpenAI-compatible fine-tuning API",

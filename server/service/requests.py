@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from server.service.lora_targets import check_lora_targets
 from server.service.objects import IntegrationObject
-from tuneforge.domain import DpoHyperparameters, Hyperparameters, LoraConfig
+from tuneforge.domain import UPLOADABLE_PURPOSES, DpoHyperparameters, Hyperparameters, LoraConfig
+from tuneforge.settings import Settings
 
 SUFFIX_PATTERN = r"^[A-Za-z0-9._-]*$"
+# No control characters (C0, DEL, C1) in a filename; the multipart upload refuses them too.
+FILENAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
+# The JSON Schema below (served in the OpenAPI document) also states the rules the service
+# checks across fields, so that a request the document calls valid is one the server takes.
+
+
+def _method_schema(schema: dict[str, Any]) -> None:
+    # `reinforcement` is accepted by the model (OpenAI's enum) but refused by the service.
+    schema["properties"]["type"]["enum"] = ["supervised", "dpo"]
+    schema["oneOf"] = [
+        {"properties": {"type": {"const": "supervised"}, "dpo": {"type": "null"}}},
+        {"properties": {"type": {"const": "dpo"}, "supervised": {"type": "null"}}},
+    ]
+
+
+def _job_create_schema(schema: dict[str, Any]) -> None:
+    # The deprecated top-level `hyperparameters` and `method` are not both given.
+    schema["not"] = {"required": ["method", "hyperparameters"], "properties": {
+        "method": {"type": "object"}, "hyperparameters": {"type": "object"}}}
+
+
+def _upload_create_schema(schema: dict[str, Any]) -> None:
+    # A fine-tuning file must be JSONL.
+    schema["if"] = {"properties": {"purpose": {"const": "fine-tune"}}, "required": ["purpose"]}
+    schema["then"] = {"properties": {"filename": {"pattern": r"\.[jJ][sS][oO][nN][lL]$"}}}
 
 
 class SupervisedMethodRequest(BaseModel):
@@ -23,7 +51,7 @@ class DpoMethodRequest(BaseModel):
 
 
 class MethodRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_method_schema)
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: SupervisedMethodRequest | None = None
     dpo: DpoMethodRequest | None = None
@@ -33,14 +61,16 @@ class MethodRequest(BaseModel):
 class JobCreateRequest(BaseModel):
     """`POST /v1/fine_tuning/jobs`: OpenAI's parameters plus TuneForge's `lora` extension."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_job_create_schema)
 
     model: Annotated[str, Field(min_length=1, max_length=256)]
     training_file: Annotated[str, Field(min_length=1)]
     validation_file: str | None = None
     suffix: Annotated[str, Field(max_length=64, pattern=SUFFIX_PATTERN)] | None = None
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
-    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = None
+    metadata: Annotated[dict[str, Annotated[str, Field(max_length=512)]], Field(
+        json_schema_extra={"maxProperties": 16, "propertyNames": {"maxLength": 64}},
+    )] | None = None
     integrations: list[IntegrationObject] | None = None
     method: MethodRequest | None = None
     hyperparameters: Hyperparameters | None = None  # legacy form of method.supervised
@@ -56,26 +86,33 @@ class JobCreateRequest(BaseModel):
                 raise ValueError("metadata keys may be at most 64 characters")
         return value
 
+    async def check_lora_targets(self, settings: Settings, lora: LoraConfig) -> None:
+        """400 (`param: lora.target_modules`) for an empty list or a module name the base
+        model does not have (see server/service/lora_targets.py)."""
+        await check_lora_targets(settings, self.model, lora)
+
 
 class UploadCreateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_upload_create_schema)
 
-    bytes: int
-    filename: Annotated[str, Field(min_length=1, max_length=1024)]
+    # The largest size is the server's `max_upload_bytes` (413 above it).
+    bytes: Annotated[int, Field(json_schema_extra={"minimum": 1})]
+    filename: Annotated[str, Field(min_length=1, max_length=1024, pattern=FILENAME_PATTERN)]
     mime_type: Annotated[str, Field(min_length=1, max_length=256)]
-    purpose: str
+    purpose: Annotated[str, Field(json_schema_extra={"enum": sorted(UPLOADABLE_PURPOSES)})]
     expires_after: ExpiresAfter | None = None
 
 
 class ExpiresAfter(BaseModel):
     anchor: Literal["created_at"]
-    seconds: int
+    seconds: Annotated[int, Field(json_schema_extra={"minimum": 3600, "maximum": 2592000})]
 
 
 class UploadCompleteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    part_ids: list[str]
+    part_ids: Annotated[list[str], Field(json_schema_extra={"minItems": 1,
+                                                            "uniqueItems": True})]
     md5: str | None = None
 
 
