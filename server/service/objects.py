@@ -6,9 +6,9 @@ data.
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
 from server.db import models as db
 from tuneforge.domain import MethodType
@@ -16,7 +16,25 @@ from tuneforge.domain import MethodType
 T = TypeVar("T")
 
 
-class FileObject(BaseModel):
+class ApiObject(BaseModel):
+    """An OpenAI object. Fields named in `omit_if_none` are left out rather than sent as null:
+    OpenAI's spec types them as object/array/number/string without null (or they are
+    TuneForge extensions a user who sets none should not see)."""
+
+    omit_if_none: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_nones(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in self.omit_if_none:
+            if name in data and data[name] is None:
+                del data[name]
+        return data
+
+
+class FileObject(ApiObject):
+    omit_if_none = frozenset({"expires_at", "status_details"})
+
     id: str
     object: Literal["file"] = "file"
     bytes: int
@@ -28,13 +46,13 @@ class FileObject(BaseModel):
     status_details: str | None = None
 
 
-class FileDeleted(BaseModel):
+class FileDeleted(ApiObject):
     id: str
     object: Literal["file"] = "file"
     deleted: bool
 
 
-class UploadObject(BaseModel):
+class UploadObject(ApiObject):
     id: str
     object: Literal["upload"] = "upload"
     bytes: int
@@ -46,44 +64,50 @@ class UploadObject(BaseModel):
     file: FileObject | None = None
 
 
-class UploadPartObject(BaseModel):
+class UploadPartObject(ApiObject):
     id: str
     object: Literal["upload.part"] = "upload.part"
     created_at: int
     upload_id: str
 
 
-class JobError(BaseModel):
+class JobError(ApiObject):
     code: str
     message: str
     param: str | None = None
 
 
-class HyperparametersObject(BaseModel):
+class HyperparametersObject(ApiObject):
+    omit_if_none = frozenset({"batch_size", "learning_rate_multiplier", "n_epochs"})
+
     batch_size: int | Literal["auto"] | None = None
     learning_rate_multiplier: float | Literal["auto"] | None = None
     n_epochs: int | Literal["auto"] | None = None
 
 
 class DpoHyperparametersObject(HyperparametersObject):
+    omit_if_none = HyperparametersObject.omit_if_none | {"beta"}
+
     beta: float | Literal["auto"] | None = None
 
 
-class SupervisedMethodObject(BaseModel):
+class SupervisedMethodObject(ApiObject):
     hyperparameters: HyperparametersObject
 
 
-class DpoMethodObject(BaseModel):
+class DpoMethodObject(ApiObject):
     hyperparameters: DpoHyperparametersObject
 
 
-class MethodObject(BaseModel):
+class MethodObject(ApiObject):
+    omit_if_none = frozenset({"supervised", "dpo"})
+
     type: Literal["supervised", "dpo"]
     supervised: SupervisedMethodObject | None = None
     dpo: DpoMethodObject | None = None
 
 
-class LoraObject(BaseModel):
+class LoraObject(ApiObject):
     rank: int
     alpha: float
     dropout: float
@@ -91,19 +115,23 @@ class LoraObject(BaseModel):
     quantization: str
 
 
-class WandbObject(BaseModel):
+class WandbObject(ApiObject):
+    omit_if_none = frozenset({"tags"})  # entity and name are nullable in OpenAI's spec
+
     project: str
     entity: str | None = None
     name: str | None = None
     tags: list[str] | None = None
 
 
-class IntegrationObject(BaseModel):
+class IntegrationObject(ApiObject):
     type: Literal["wandb"]
     wandb: WandbObject
 
 
-class FineTuningJobObject(BaseModel):
+class FineTuningJobObject(ApiObject):
+    omit_if_none = frozenset({"suffix"})
+
     id: str
     object: Literal["fine_tuning.job"] = "fine_tuning.job"
     created_at: int
@@ -123,12 +151,15 @@ class FineTuningJobObject(BaseModel):
     integrations: list[IntegrationObject] | None = None
     metadata: dict[str, str] | None = None
     method: MethodObject
+    # TuneForge extensions: the suffix the job was created with (absent when none), and the
+    # adapter/quantization settings the job trains with.
     suffix: str | None = None
-    # TuneForge extension: the adapter/quantization settings the job trains with.
     lora: LoraObject
 
 
-class JobEventObject(BaseModel):
+class JobEventObject(ApiObject):
+    omit_if_none = frozenset({"data"})
+
     id: str
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
     created_at: int
@@ -138,7 +169,11 @@ class JobEventObject(BaseModel):
     data: dict[str, Any] | None = None
 
 
-class CheckpointMetrics(BaseModel):
+class CheckpointMetrics(ApiObject):
+    omit_if_none = frozenset({"step", "train_loss", "train_mean_token_accuracy", "valid_loss",
+                              "valid_mean_token_accuracy", "full_valid_loss",
+                              "full_valid_mean_token_accuracy"})
+
     step: float | None = None
     train_loss: float | None = None
     train_mean_token_accuracy: float | None = None
@@ -148,7 +183,7 @@ class CheckpointMetrics(BaseModel):
     full_valid_mean_token_accuracy: float | None = None
 
 
-class CheckpointObject(BaseModel):
+class CheckpointObject(ApiObject):
     id: str
     object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
     created_at: int
@@ -158,20 +193,22 @@ class CheckpointObject(BaseModel):
     step_number: int
 
 
-class ModelObject(BaseModel):
+class ModelObject(ApiObject):
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str
 
 
-class ModelDeleted(BaseModel):
+class ModelDeleted(ApiObject):
     id: str
     object: Literal["model"] = "model"
     deleted: bool
 
 
-class ListPage(BaseModel, Generic[T]):
+class ListPage(ApiObject, Generic[T]):
+    omit_if_none = frozenset({"first_id", "last_id"})
+
     object: Literal["list"] = "list"
     data: list[T]
     has_more: bool
@@ -180,11 +217,13 @@ class ListPage(BaseModel, Generic[T]):
 
 
 def page(items: list[Any], has_more: bool) -> dict[str, Any]:
+    # OpenAI's spec requires first_id/last_id as strings on a file list, even an empty one:
+    # an empty page says "" (what gRPC's proto3 strings default to), never null.
     return {
         "data": items,
         "has_more": has_more,
-        "first_id": items[0].id if items else None,
-        "last_id": items[-1].id if items else None,
+        "first_id": items[0].id if items else "",
+        "last_id": items[-1].id if items else "",
     }
 
 

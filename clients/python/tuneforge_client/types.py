@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -18,14 +18,32 @@ JobStatus = Literal["validating_files", "queued", "running", "paused", "succeede
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
+def _json(value: Any) -> Any:
+    if isinstance(value, _Object):
+        return value.to_dict()
+    if isinstance(value, list):
+        return [_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items()}
+    return value
+
+
 class _Object:
+    # Fields the REST API leaves out, rather than sending null, when they have no value.
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset()
+
     def to_dict(self) -> dict[str, Any]:
         """The object as the REST API's JSON."""
-        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+        return {f.name: _json(value)
+                for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                if (value := getattr(self, f.name)) is not None
+                or f.name not in self._omit_if_none}
 
 
 @dataclass(frozen=True)
 class FileObject(_Object):
+    _omit_if_none = frozenset({"expires_at", "status_details"})
+
     id: str
     bytes: int
     created_at: int
@@ -56,6 +74,8 @@ class FileDeleted(_Object):
 
 @dataclass(frozen=True)
 class Hyperparameters(_Object):
+    _omit_if_none = frozenset({"batch_size", "learning_rate_multiplier", "n_epochs"})
+
     batch_size: int | Auto | None = None
     learning_rate_multiplier: float | Auto | None = None
     n_epochs: int | Auto | None = None
@@ -69,6 +89,8 @@ class Hyperparameters(_Object):
 
 @dataclass(frozen=True)
 class DpoHyperparameters(_Object):
+    _omit_if_none = frozenset({"batch_size", "learning_rate_multiplier", "n_epochs", "beta"})
+
     batch_size: int | Auto | None = None
     learning_rate_multiplier: float | Auto | None = None
     n_epochs: int | Auto | None = None
@@ -93,6 +115,8 @@ class DpoMethod(_Object):
 
 @dataclass(frozen=True)
 class Method(_Object):
+    _omit_if_none = frozenset({"supervised", "dpo"})
+
     type: Literal["supervised", "dpo"]
     supervised: SupervisedMethod | None = None
     dpo: DpoMethod | None = None
@@ -134,6 +158,8 @@ class JobError(_Object):
 
 @dataclass(frozen=True)
 class Wandb(_Object):
+    _omit_if_none = frozenset({"tags"})
+
     project: str
     entity: str | None = None
     name: str | None = None
@@ -152,6 +178,8 @@ class Integration(_Object):
 
 @dataclass(frozen=True)
 class FineTuningJob(_Object):
+    _omit_if_none = frozenset({"suffix"})
+
     id: str
     created_at: int
     hyperparameters: Hyperparameters
@@ -202,6 +230,8 @@ class FineTuningJob(_Object):
 
 @dataclass(frozen=True)
 class FineTuningJobEvent(_Object):
+    _omit_if_none = frozenset({"data"})
+
     id: str
     created_at: int
     level: Literal["info", "warn", "error"]
@@ -218,6 +248,10 @@ class FineTuningJobEvent(_Object):
 
 @dataclass(frozen=True)
 class CheckpointMetrics(_Object):
+    _omit_if_none = frozenset({"step", "train_loss", "train_mean_token_accuracy", "valid_loss",
+                               "valid_mean_token_accuracy", "full_valid_loss",
+                               "full_valid_mean_token_accuracy"})
+
     step: float | None = None
     train_loss: float | None = None
     train_mean_token_accuracy: float | None = None
@@ -272,6 +306,8 @@ class ModelDeleted(_Object):
 @dataclass(frozen=True)
 class Page(_Object, Generic[T]):
     """OpenAI's list envelope. Iterating a page iterates its `data`."""
+
+    _omit_if_none = frozenset({"first_id", "last_id"})
 
     data: list[T]
     has_more: bool
