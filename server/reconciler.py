@@ -1,8 +1,8 @@
 """Makes the queue and the database agree, so a Redis restart or a dead worker loses nothing.
 
 - A `validating_files`/`queued` job whose queue entry is gone is enqueued again.
-- A `running` job whose worker's lease expired goes back to the queue (it resumes from its
-  last checkpoint).
+- A job whose worker's lease lapsed (in any state a worker owns: `validating_files`, `queued`,
+  `running`) goes back to the queue; a running one resumes from its last checkpoint.
 - Pending uploads past their expiry are expired and their parts removed.
 """
 
@@ -18,29 +18,41 @@ from tuneforge.domain import JobStatus, now
 
 log = logging.getLogger(__name__)
 
+# A job's row commits before its queue entry is written (create, resume, requeue); an entry
+# missing for less than this is not taken as lost.
+QUEUE_ENTRY_GRACE_SECONDS = 5
+
 
 async def reconcile_once(services: Services) -> dict[str, int]:
     requeued = 0
     for job in await services.jobs.jobs_in((JobStatus.VALIDATING_FILES, JobStatus.QUEUED,
                                             JobStatus.RUNNING)):
-        if job.status == JobStatus.RUNNING:
-            if job.lease_expires_at is not None and job.lease_expires_at < now():
-                reason = "The worker training this job stopped responding; requeued to " \
-                         "resume from its last checkpoint"
-                requeued += await services.jobs.requeue(job, reason) is not None
+        # The lease in the database is the truth for every state a worker owns; arq's
+        # in-progress key outlives a killed worker by the whole job timeout.
+        if job.lease_owner is not None:
+            if (job.lease_expires_at or 0) >= now():
+                continue  # a live worker holds it
+            reason = ("The worker training this job stopped responding; requeued to resume "
+                      "from its last checkpoint" if job.status == JobStatus.RUNNING else
+                      "The worker handling this job stopped responding; enqueued again")
+            requeued += await services.jobs.requeue(job, reason) is not None
             continue
-        if job.lease_owner and (job.lease_expires_at or 0) >= now():
-            continue  # a live worker holds it
+        if job.status == JobStatus.RUNNING:
+            continue  # only a worker's lease moves a job to running; it has released it
+        if now() - max(job.created_at, job.updated_at or 0) < QUEUE_ENTRY_GRACE_SECONDS:
+            continue  # its queue entry is written just after its row: not lost, only not yet
         queue_status = await services.ctx.queue.status(job.queue_job_id or "")
         if queue_status == QueueStatus.not_found:
-            await services.jobs.requeue(job, "The job's queue entry was lost; enqueued again")
-            requeued += 1
+            requeued += await services.jobs.requeue(
+                job, "The job's queue entry was lost; enqueued again") is not None
         elif queue_status == QueueStatus.complete:
             # The task ended without moving the job on (e.g. aborted): give it a new entry.
-            await services.jobs.requeue(job, "The job's queue task ended early; enqueued again")
-            requeued += 1
+            requeued += await services.jobs.requeue(
+                job, "The job's queue task ended early; enqueued again") is not None
     expired = await services.uploads.expire_due()
-    return {"requeued": requeued, "expired_uploads": expired}
+    aborted = await services.uploads.abort_stale_multipart_uploads()  # throttled inside
+    return {"requeued": requeued, "expired_uploads": expired,
+            "aborted_multipart_uploads": aborted}
 
 
 async def run_forever(services: Services, interval: float) -> None:

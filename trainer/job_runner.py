@@ -2,8 +2,11 @@
 paths, callbacks) and the control plane (DB state machine, S3, events).
 
 The job is held under a lease renewed by a heartbeat, so it never trains on two workers at
-once; cancel and pause are seen between training steps; a job whose worker died resumes from
-its newest checkpoint in S3.
+once. A watcher reads the job's status every `worker_control_poll_seconds`, so a cancel or
+pause reaches the training loop within a step plus that. Every write of the run (events,
+progress, checkpoints, the results file, the hot-load, success) is fenced by the lease: a run
+that lost it stops at its next step and writes nothing. A job whose worker died resumes from its
+newest checkpoint in S3.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from server.service import Services
+from server.service.jobs import LeaseLost, ResultsFile
+from server.storage import StorageUnavailable
 from tuneforge.domain import (
     EventLevel,
     EventType,
-    FilePurpose,
     JobSpec,
     JobStatus,
     checkpoint_model_name,
@@ -49,52 +53,110 @@ class JobRunner:
         self.store = services.ctx.store
         self.job_id = job_id
         self.worker_id = worker_id
-        self.workdir = services.ctx.settings.data_dir / "work" / job_id
+        # One directory per run: a run that lost its lease must not clean up the files of the
+        # run that took the job over on the same host.
+        self.workdir = (services.ctx.settings.data_dir / "work" / job_id
+                        / f"run-{uuid.uuid4().hex[:8]}")
         self.stop_request: str | None = None  # "cancel" | "pause", read by the training thread
+        self.lease_lost = False
         self.loop = asyncio.get_running_loop()
         self.lease_seconds = services.ctx.settings.worker_lease_seconds
+        self.poll_seconds = services.ctx.settings.worker_control_poll_seconds
 
     # ---- entry point -------------------------------------------------------------------
 
     async def run(self) -> str:
         if not await self.jobs.claim(self.job_id, self.worker_id, self.lease_seconds):
             return "not claimed: another worker holds the job, or it has ended"
-        heartbeat = asyncio.create_task(self._heartbeat())
+        watcher = asyncio.create_task(self._watch())
         try:
             return await self._run_claimed()
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # arq aborted the task: the job was cancelled
             self.stop_request = self.stop_request or "cancel"
+            with contextlib.suppress(Exception):
+                await self._remove_outputs_if_ended()
             raise
+        except StorageUnavailable:
+            return await self._storage_outage()
+        except LeaseLost:
+            self._lose_lease()
+            log.warning("job %s: lost the lease; this run stopped and wrote nothing more",
+                        self.job_id)
+            return "stopped: lost the lease"
         except Exception as exc:  # never leave a job stuck in `running`
-            log.exception("job %s failed", self.job_id)
+            if self.lease_lost:
+                return "stopped: lost the lease"
+            reference = uuid.uuid4().hex[:8]
+            log.exception("job %s failed (reference %s)", self.job_id, reference)
             await self.jobs.fail(
                 self.job_id,
                 code="internal_error",
-                message=f"The worker hit an unexpected error: {exc}",
+                message=_internal_error_message(exc, reference),
                 worker_id=self.worker_id,
             )
             return "failed"
         finally:
-            heartbeat.cancel()
+            watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+                await watcher
             await self.jobs.release(self.job_id, self.worker_id)
             await asyncio.to_thread(shutil.rmtree, self.workdir, True)
+            with contextlib.suppress(OSError):  # the job's directory, once no run uses it
+                self.workdir.parent.rmdir()
 
-    async def _heartbeat(self) -> None:
+    async def _storage_outage(self) -> str:
+        """Object storage stayed unreachable through the store's retries. A training run
+        pauses (resume continues from its last checkpoint); a job not yet training fails."""
+        message = "Object storage was unreachable for too long; "
+        if await self.jobs.advance(
+            self.job_id, [JobStatus.RUNNING], JobStatus.PAUSED, worker_id=self.worker_id,
+            message=message + "the job is paused. Resume it once storage is back: it continues "
+                              "from its last checkpoint.", estimated_finish=None,
+        ):
+            return "paused: object storage unavailable"
+        await self.jobs.fail(self.job_id, code="storage_unavailable",
+                             message=message + "create the job again once storage is back.",
+                             worker_id=self.worker_id)
+        return "failed: object storage unavailable"
+
+    async def _watch(self) -> None:
+        """Read the job's status every poll interval and renew the lease every third of its
+        length; turn what it finds into a stop request for the training loop."""
+        last_renewal = last_answer = self.loop.time()
         while True:
-            await asyncio.sleep(self.lease_seconds / 3)
+            await asyncio.sleep(self.poll_seconds)
             try:
-                status = await self.jobs.heartbeat(self.job_id, self.worker_id, self.lease_seconds)
+                if self.loop.time() - last_renewal >= self.lease_seconds / 3:
+                    status = await self.jobs.heartbeat(
+                        self.job_id, self.worker_id, self.lease_seconds)
+                    last_renewal = self.loop.time()
+                else:
+                    status = await self.jobs.control(self.job_id, self.worker_id)
+                last_answer = self.loop.time()
             except Exception:
-                log.warning("heartbeat failed for %s", self.job_id, exc_info=True)
+                log.warning("lease check failed for %s", self.job_id, exc_info=True)
+                if self.loop.time() - last_answer >= self.lease_seconds:
+                    self._lose_lease()  # the lease has lapsed by now: another worker may run it
                 continue
-            if status is None:
-                self.stop_request = "cancel"  # lost the lease: stop, another worker owns it
-            elif status == JobStatus.CANCELLED:
-                self.stop_request = "cancel"
-            elif status == JobStatus.PAUSED:
-                self.stop_request = "pause"
+            self._observe(status)
+
+    def _observe(self, status: JobStatus | None) -> None:
+        if status is None or status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+            self._lose_lease()
+        elif status == JobStatus.CANCELLED:
+            self.stop_request = "cancel"
+        elif status == JobStatus.PAUSED:
+            self.stop_request = self.stop_request or "pause"
+
+    def _lose_lease(self) -> None:
+        self.lease_lost = True
+        self.stop_request = "cancel"  # stop at the next step and save nothing
+
+    async def _still_running(self) -> bool:
+        """The run may go on writing: it holds a live lease and the job is `running`."""
+        status = await self.jobs.control(self.job_id, self.worker_id)
+        self._observe(status)
+        return status == JobStatus.RUNNING and not self.lease_lost
 
     async def _run_claimed(self) -> str:
         spec = await self.jobs.spec(self.job_id)
@@ -196,17 +258,14 @@ class JobRunner:
             return
         summary = await asyncio.to_thread(_data_report, data, model_dir)
         tokens = summary.get("tokens_per_example") or {}
-        await self.jobs.add_event(
-            self.job_id,
+        await self._event(
             f"Training file: {summary.get('n_examples')} examples in format "
             f"{summary.get('format')}; tokens per example min {tokens.get('min')}, "
             f"median {tokens.get('median')}, max {tokens.get('max')}",
             data=summary,
         )
         for warning in summary.get("warnings", []):
-            await self.jobs.add_event(
-                self.job_id, f"Data warning: {warning}", level=EventLevel.WARN
-            )
+            await self._event(f"Data warning: {warning}", level=EventLevel.WARN)
 
     async def _train(
         self, spec: JobSpec, model_dir: Path, train_path: Path, valid_path: Path | None
@@ -219,10 +278,10 @@ class JobRunner:
         )
         resume_from = await self._latest_checkpoint()
         if resume_from is not None:
-            await self.jobs.add_event(self.job_id, f"Resuming from checkpoint {resume_from.name}")
+            await self._event(f"Resuming from checkpoint {resume_from.name}")
         callbacks = TrainCallbacks(
             on_message=lambda message, level: self._call(
-                self.jobs.add_event(self.job_id, message, level=EventLevel(level))
+                self._event(message, level=EventLevel(level))
             ),
             on_metrics=lambda metrics: self._call(self._metrics(metrics)),
             on_checkpoint=lambda step, path, metrics: self._call(
@@ -252,8 +311,11 @@ class JobRunner:
             with contextlib.suppress(Exception):
                 await training
             raise
+        if self.lease_lost:
+            raise LeaseLost(self.job_id)
         await self.jobs.update_progress(
             self.job_id,
+            worker_id=self.worker_id,
             resolved_hyperparameters=result.hyperparameters.model_dump(),
             trained_tokens=result.trained_tokens,
         )
@@ -262,35 +324,60 @@ class JobRunner:
         return await self._publish(spec, result, model_name)
 
     async def _publish(self, spec: JobSpec, result: Any, model_name: str) -> str:
+        """Upload the results and make the model servable, then succeed in one transaction
+        that also records the results file. Each step first checks that the run may still
+        write; a run that loses the race at the end leaves no file and no model behind."""
+        if not await self._still_running():
+            return await self._not_published()
         prefix = job_prefix(spec.job_id)
-        await self.jobs.add_event(self.job_id, "Training finished; uploading the adapter")
+        await self._event("Training finished; uploading the adapter")
         await self.store.upload_dir(result.adapter_dir, f"{prefix}/adapter")
         if result.merged_dir is not None:
             await self.store.upload_dir(result.merged_dir, f"{prefix}/merged")
-        result_files = []
+        results_file = None
         if result.results_csv is not None:
-            file_id = new_id("file-")
             data = await asyncio.to_thread(Path(result.results_csv).read_bytes)
-            await self.store.put_bytes(file_key(file_id), data, "text/csv")
+            results_file = ResultsFile(new_id("file-"), "step_metrics.csv", len(data))
+            await self.store.put_bytes(file_key(results_file.file_id), data, "text/csv")
             await self.store.put_bytes(f"{prefix}/results.csv", data, "text/csv")
-            await self.services.files.record(
-                spec.organization_id,
-                file_id,
-                "step_metrics.csv",
-                FilePurpose.FINE_TUNE_RESULTS,
-                len(data),
-            )
-            result_files.append(file_id)
-        await self._make_servable(spec, model_name)
-        if await self.jobs.succeed(
-            self.job_id,
-            fine_tuned_model=model_name,
-            result_files=result_files,
-            trained_tokens=result.trained_tokens,
-            worker_id=self.worker_id,
-        ):
-            return "succeeded"
-        return "finished, but the job was cancelled meanwhile"
+        try:
+            if not await self._still_running():
+                return await self._not_published(results_file)
+            await self._make_servable(spec, model_name)
+            if await self.jobs.succeed(
+                self.job_id,
+                fine_tuned_model=model_name,
+                result_files=[],
+                results_file=results_file,
+                trained_tokens=result.trained_tokens,
+                worker_id=self.worker_id,
+            ):
+                return "succeeded"
+        except BaseException:
+            await self._discard(results_file)
+            raise
+        return await self._not_published(results_file)
+
+    async def _not_published(self, results_file: ResultsFile | None = None) -> str:
+        await self._discard(results_file)
+        status = await self._remove_outputs_if_ended()
+        return f"finished training, but the job is {status}; nothing was published"
+
+    async def _remove_outputs_if_ended(self) -> JobStatus | None:
+        """Once the job was cancelled or failed nobody will publish it: remove the adapter,
+        merged weights and results this run may have uploaded."""
+        status = await self.jobs.status(self.job_id)
+        if status in (JobStatus.CANCELLED, JobStatus.FAILED) and not self.lease_lost:
+            prefix = job_prefix(self.job_id)
+            for part in ("adapter/", "merged/"):
+                await self.store.delete_prefix(f"{prefix}/{part}")
+            await self.store.delete(f"{prefix}/results.csv")
+        return status
+
+    async def _discard(self, results_file: ResultsFile | None) -> None:
+        if results_file is not None:
+            with contextlib.suppress(Exception):
+                await self.store.delete(file_key(results_file.file_id))
 
     async def _make_servable(self, spec: JobSpec, model_name: str) -> None:
         """Hook for the serving plane: load the adapter on every replica before success."""
@@ -306,8 +393,7 @@ class JobRunner:
             adapter_prefix=f"{job_prefix(spec.job_id)}/adapter",
         )
         if seconds is not None:
-            await self.jobs.add_event(
-                self.job_id,
+            await self._event(
                 f"Model {model_name} is ready: first token {seconds * 1000:.0f} ms "
                 "after training ended",
                 data={"ready_seconds": seconds},
@@ -318,6 +404,13 @@ class JobRunner:
     def _call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
+    async def _event(self, message: str, *, level: EventLevel = EventLevel.INFO,
+                     type: EventType = EventType.MESSAGE,
+                     data: dict[str, Any] | None = None) -> None:
+        """An event of this run: written only while it holds the lease."""
+        await self.jobs.add_event(self.job_id, message, level=level, type=type, data=data,
+                                  worker_id=self.worker_id)
+
     async def _metrics(self, metrics: dict[str, Any]) -> None:
         progress = {
             k: metrics[k]
@@ -325,15 +418,14 @@ class JobRunner:
             if metrics.get(k) is not None
         }
         if progress:
-            await self.jobs.update_progress(self.job_id, **progress)
+            await self.jobs.update_progress(self.job_id, worker_id=self.worker_id, **progress)
         fields = {k: v for k, v in metrics.items() if k not in progress}
         parts = [
             f"{k}={v:.4f}"
             for k, v in fields.items()
             if k.endswith(("loss", "accuracy")) and isinstance(v, int | float)
         ]
-        await self.jobs.add_event(
-            self.job_id,
+        await self._event(
             f"Step {fields.get('step')}/{fields.get('total_steps')}: " + ", ".join(parts),
             type=EventType.METRICS,
             data=fields,
@@ -342,6 +434,8 @@ class JobRunner:
     async def _checkpoint(
         self, step: int, path: Path, metrics: dict[str, Any], model_name: str
     ) -> None:
+        if self.lease_lost:
+            raise LeaseLost(self.job_id)
         prefix = f"{job_prefix(self.job_id)}/checkpoints/step-{step}"
         await self.store.upload_dir(path, prefix)
         await self.jobs.add_checkpoint(
@@ -349,15 +443,18 @@ class JobRunner:
             step=step,
             metrics={
                 "step": step,
-                **{k: v for k, v in metrics.items() if k in _CHECKPOINT_METRICS},
+                **{k: v for k, v in metrics.items()
+                   if k in _CHECKPOINT_METRICS and v is not None},
             },
             model_name=checkpoint_model_name(model_name, step),
+            worker_id=self.worker_id,
         )
         for old in (await self.jobs.checkpoints(self.job_id))[:-KEEP_CHECKPOINTS]:
+            await self.jobs.remove_checkpoint(old.id, job_id=self.job_id,
+                                              worker_id=self.worker_id)
             await self.store.delete_prefix(
                 f"{job_prefix(self.job_id)}/checkpoints/step-{old.step_number}/"
             )
-            await self.jobs.remove_checkpoint(old.id)
 
     async def _latest_checkpoint(self) -> Path | None:
         checkpoints = await self.jobs.checkpoints(self.job_id)
@@ -381,6 +478,14 @@ _CHECKPOINT_METRICS = frozenset(
         "full_valid_mean_token_accuracy",
     }
 )
+
+
+def _internal_error_message(exc: BaseException, reference: str) -> str:
+    """What the job's error says of an unexpected failure: never its text, which may carry
+    paths, hosts or keys; operators find it in the worker's log under the reference."""
+    return (f"The worker hit an unexpected error ({type(exc).__name__}, reference "
+            f"{reference}). The job can be created again; the worker's log has the details "
+            "under that reference.")
 
 
 def _data_report(data: Any, model_dir: Path) -> dict[str, Any]:

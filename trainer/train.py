@@ -376,8 +376,12 @@ def train(
         if run.stop_reason in ("cancel", "pause"):
             _release(trainer)
             paused = run.stop_reason == "pause"
+            saved = (run.last_checkpoint.name.removeprefix("checkpoint-")
+                     if run.last_checkpoint else None)
             say(
-                f"Training paused at step {step}; checkpoint {run.last_checkpoint}"
+                f"Training paused at step {step}; it resumes from checkpoint step-{saved}"
+                if paused and saved
+                else f"Training paused at step {step}"
                 if paused
                 else f"Training cancelled at step {step}"
             )

@@ -6,9 +6,12 @@ actors (a user's cancel, a worker's finish) can never both win.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -62,6 +65,29 @@ def _statuses(statuses: Iterable[JobStatus]) -> list[str]:
     return [s.value for s in statuses]
 
 
+def _holds_lease(worker_id: str) -> tuple[Any, ...]:
+    """WHERE clauses: `worker_id` holds the job's lease and it has not lapsed."""
+    return Job.lease_owner == worker_id, Job.lease_expires_at >= now()
+
+
+class LeaseLost(Exception):
+    """The worker no longer holds the job's lease: another worker, or nobody, owns it now.
+    Nothing the old run would write may land."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"lost the lease on {job_id}")
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class ResultsFile:
+    """The results file a successful run records with its success (its object already in S3)."""
+
+    file_id: str
+    filename: str
+    size: int
+
+
 class JobService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -77,6 +103,7 @@ class JobService:
                           param="model", code="model_not_available")
         lora = request.lora or LoraConfig()
         self._check_servable_rank(request.model, lora.rank)
+        await request.check_lora_targets(self.ctx.settings, lora)
         async with self.ctx.sessions() as session:
             await self._check_file(session, principal, request.training_file, "training_file")
             if request.validation_file:
@@ -157,6 +184,12 @@ class JobService:
     async def list(self, principal: Principal, *, after: str | None = None, limit: int = 20,
                    metadata: dict[str, str] | None = None) -> ListPage[FineTuningJobObject]:
         check_limit(limit, 100)
+        # A job holds at most 16 metadata pairs, so more filters can match nothing (and a long
+        # chain of them makes the SQL expression too deep to compile).
+        if metadata and len(metadata) > 16:
+            raise invalid(f"At most 16 metadata filters may be given (a job holds at most 16 "
+                          f"metadata keys); got {len(metadata)}.",
+                          param="metadata", code="too_many_metadata_filters")
         stmt = scoped(Job, principal.organization_id)
         for key, value in (metadata or {}).items():
             stmt = stmt.where(Job.metadata_[key].as_string() == value)
@@ -191,31 +224,56 @@ class JobService:
     async def pause(self, principal: Principal, job_id: str) -> FineTuningJobObject:
         row = await self._user_transition(
             principal, job_id, (JobStatus.RUNNING,), JobStatus.PAUSED,
-            "Fine-tuning job paused: training stops at the next step and saves a checkpoint",
+            "Fine-tuning job paused: training stops after the current step and saves a "
+            "checkpoint",
             verb="pause", estimated_finish=None,
         )
         return job_object(row)
 
     async def resume(self, principal: Principal, job_id: str) -> FineTuningJobObject:
-        async with self.ctx.sessions() as session:
-            current = await self._row(session, principal, job_id)
+        """paused → queued with a fresh queue entry, once the paused run has let go of the job.
+
+        A pause reaches the worker within a step, but the worker still saves its checkpoint
+        and holds the lease until then; resuming before that would start a second run beside
+        the first. So resume waits (up to `resume_wait_seconds`) for the lease to be released
+        or to lapse, then refuses with 409."""
+        settings = self.ctx.settings
+        deadline = time.monotonic() + settings.resume_wait_seconds
+        while True:
+            async with self.ctx.sessions() as session:
+                current = await self._row(session, principal, job_id)
+            lease_held = current.lease_owner is not None and (
+                current.lease_expires_at or 0) >= now()
+            if current.status != JobStatus.PAUSED or not lease_held:
+                break
+            if time.monotonic() >= deadline:
+                raise conflict(f"Cannot resume fine-tuning job {job_id} yet: its worker is "
+                               "still stopping and saving a checkpoint. Retry in a few seconds.",
+                               code="job_still_stopping")
+            await asyncio.sleep(0.2)
         queue_job_id = next_queue_job_id(current.queue_job_id, job_id)
         row = await self._user_transition(
             principal, job_id, (JobStatus.PAUSED,), JobStatus.QUEUED,
             "Fine-tuning job resumed: it continues from its last checkpoint",
-            verb="resume", queue_job_id=queue_job_id,
+            verb="resume", require_free_lease=True, queue_job_id=queue_job_id,
         )
         await self._enqueue(job_id, queue_job_id)
         return job_object(row)
 
     async def _user_transition(self, principal: Principal, job_id: str,
                                allowed: Iterable[JobStatus], to: JobStatus, message: str, *,
-                               verb: str, **values: Any) -> Job:
+                               verb: str, require_free_lease: bool = False,
+                               **values: Any) -> Job:
         async with self.ctx.sessions() as session, session.begin():
             await self._row(session, principal, job_id)  # 404 for another tenant's job
-            if not await self._transition(session, job_id, allowed, to, **values):
+            if not await self._transition(session, job_id, allowed, to,
+                                          require_free_lease=require_free_lease, **values):
                 current = (await session.execute(
                     select(Job.status).where(Job.id == job_id))).scalar_one()
+                if require_free_lease and current in _statuses(allowed):
+                    raise conflict(f"Cannot {verb} fine-tuning job {job_id} yet: its worker is "
+                                   "still stopping. Retry in a few seconds.",
+                                   code="job_still_stopping")
                 raise conflict(f"Cannot {verb} fine-tuning job {job_id}: it is {current}.")
             await self._event(session, job_id, message)
         async with self.ctx.sessions() as session:
@@ -279,16 +337,30 @@ class JobService:
             return result.rowcount == 1
 
     async def heartbeat(self, job_id: str, worker_id: str, lease_seconds: int) -> JobStatus | None:
-        """Renew the lease; returns the job's status, or None if the lease was lost."""
+        """Renew a live lease; returns the job's status, or None if the lease was lost (taken
+        by another worker, released, or lapsed)."""
+        t = now()
         async with self.ctx.sessions() as session, session.begin():
             result = await session.execute(
-                update(Job).where(Job.id == job_id, Job.lease_owner == worker_id)
-                .values(lease_expires_at=now() + lease_seconds)
+                update(Job).where(Job.id == job_id, Job.lease_owner == worker_id,
+                                  Job.lease_expires_at >= t)
+                .values(lease_expires_at=t + lease_seconds)
             )
             if result.rowcount != 1:
                 return None
             value = (await session.execute(select(Job.status).where(Job.id == job_id))).scalar_one()
         return JobStatus(value)
+
+    async def control(self, job_id: str, worker_id: str) -> JobStatus | None:
+        """What a running worker polls between heartbeats: the job's status, or None when it
+        no longer holds a live lease. One indexed read; no write."""
+        async with self.ctx.sessions() as session:
+            row = (await session.execute(
+                select(Job.status, Job.lease_owner, Job.lease_expires_at).where(Job.id == job_id)
+            )).one_or_none()
+        if row is None or row.lease_owner != worker_id or (row.lease_expires_at or 0) < now():
+            return None
+        return JobStatus(row.status)
 
     async def release(self, job_id: str, worker_id: str) -> None:
         async with self.ctx.sessions() as session, session.begin():
@@ -308,15 +380,25 @@ class JobService:
                 await self._event(session, job_id, message)
             return ok
 
-    async def update_progress(self, job_id: str, **values: Any) -> None:
+    async def update_progress(self, job_id: str, *, worker_id: str | None = None,
+                              **values: Any) -> None:
         """Non-status fields a running job keeps current (trained_tokens, estimated_finish,
-        resolved_hyperparameters)."""
+        resolved_hyperparameters). With `worker_id`, only while holding the lease."""
         async with self.ctx.sessions() as session, session.begin():
-            await session.execute(update(Job).where(Job.id == job_id).values(**values))
+            stmt = update(Job).where(Job.id == job_id)
+            if worker_id is not None:
+                stmt = stmt.where(*_holds_lease(worker_id))
+            result = await session.execute(stmt.values(**values))
+            if worker_id is not None and result.rowcount != 1:
+                raise LeaseLost(job_id)
 
     async def succeed(self, job_id: str, *, fine_tuned_model: str, result_files: list[str],
-                      trained_tokens: int | None, worker_id: str | None = None) -> bool:
-        """running → succeeded and the model becomes servable, in one transaction."""
+                      trained_tokens: int | None, worker_id: str | None = None,
+                      results_file: ResultsFile | None = None) -> bool:
+        """running → succeeded, the model servable and its results file recorded, all in one
+        transaction: a run that loses the race (cancel, pause, lost lease) records nothing."""
+        if results_file is not None:
+            result_files = [*result_files, results_file.file_id]
         async with self.ctx.sessions() as session, session.begin():
             ok = await self._transition(
                 session, job_id, (JobStatus.RUNNING,), JobStatus.SUCCEEDED, worker_id=worker_id,
@@ -329,6 +411,11 @@ class JobService:
             row = (await session.execute(select(Job).where(Job.id == job_id))).scalar_one()
             session.add(FineTunedModel(id=fine_tuned_model, organization_id=row.organization_id,
                                        job_id=job_id, base_model=row.model))
+            if results_file is not None:
+                session.add(File(id=results_file.file_id, organization_id=row.organization_id,
+                                 filename=results_file.filename,
+                                 purpose=FilePurpose.FINE_TUNE_RESULTS,
+                                 bytes=results_file.size, status="processed"))
             await self._event(session, job_id, "The job has successfully completed")
             return True
 
@@ -348,15 +435,19 @@ class JobService:
 
     async def add_event(self, job_id: str, message: str, *, level: EventLevel = EventLevel.INFO,
                         type: EventType = EventType.MESSAGE,
-                        data: dict[str, Any] | None = None) -> None:
+                        data: dict[str, Any] | None = None,
+                        worker_id: str | None = None) -> None:
+        """With `worker_id`, written only while that worker holds the lease (else LeaseLost)."""
         async with self.ctx.sessions() as session, session.begin():
+            await self._fence(session, job_id, worker_id)
             await self._event(session, job_id, message, level=level, type=type, data=data)
 
     async def add_checkpoint(self, job_id: str, *, step: int, metrics: dict[str, Any],
-                             model_name: str) -> CheckpointObject:
+                             model_name: str, worker_id: str | None = None) -> CheckpointObject:
         row = JobCheckpoint(id=new_id("ftckpt-"), job_id=job_id, step_number=step,
                             metrics=metrics, fine_tuned_model_checkpoint=model_name)
         async with self.ctx.sessions() as session, session.begin():
+            await self._fence(session, job_id, worker_id)
             session.add(row)
         return checkpoint_object(row)
 
@@ -368,8 +459,11 @@ class JobService:
                 .order_by(JobCheckpoint.step_number)
             )).scalars())
 
-    async def remove_checkpoint(self, checkpoint_id: str) -> None:
+    async def remove_checkpoint(self, checkpoint_id: str, *, job_id: str | None = None,
+                                worker_id: str | None = None) -> None:
         async with self.ctx.sessions() as session, session.begin():
+            if job_id is not None:
+                await self._fence(session, job_id, worker_id)
             await session.execute(delete(JobCheckpoint).where(JobCheckpoint.id == checkpoint_id))
 
     async def jobs_in(self, statuses: Iterable[JobStatus]) -> list[Job]:
@@ -385,7 +479,8 @@ class JobService:
         async with self.ctx.sessions() as session, session.begin():
             result = await session.execute(
                 update(Job).where(Job.id == job.id, Job.status == job.status,
-                                  Job.queue_job_id == job.queue_job_id)
+                                  Job.queue_job_id == job.queue_job_id,
+                                  Job.lease_owner.is_(None) | (Job.lease_expires_at < now()))
                 .values(status=moved_to, queue_job_id=queue_job_id, lease_owner=None,
                         lease_expires_at=None, updated_at=now())
             )
@@ -407,12 +502,26 @@ class JobService:
 
     async def _transition(self, session: AsyncSession, job_id: str,
                           allowed: Iterable[JobStatus], to: JobStatus, *,
-                          worker_id: str | None = None, **values: Any) -> bool:
+                          worker_id: str | None = None, require_free_lease: bool = False,
+                          **values: Any) -> bool:
         stmt = update(Job).where(Job.id == job_id, Job.status.in_(_statuses(allowed)))
         if worker_id is not None:
-            stmt = stmt.where(Job.lease_owner == worker_id)
+            stmt = stmt.where(*_holds_lease(worker_id))
+        if require_free_lease:
+            stmt = stmt.where(Job.lease_owner.is_(None) | (Job.lease_expires_at < now()))
         result = await session.execute(stmt.values(status=to, updated_at=now(), **values))
         return result.rowcount == 1
+
+    async def _fence(self, session: AsyncSession, job_id: str, worker_id: str | None) -> None:
+        """Inside a worker's write transaction: lock the job row and check the lease, so the
+        write commits only while `worker_id` holds a live lease (a no-op without worker_id)."""
+        if worker_id is None:
+            return
+        result = await session.execute(
+            update(Job).where(Job.id == job_id, *_holds_lease(worker_id))
+            .values(lease_owner=worker_id))
+        if result.rowcount != 1:
+            raise LeaseLost(job_id)
 
     async def _event(self, session: AsyncSession, job_id: str, message: str, *,
                      level: EventLevel = EventLevel.INFO, type: EventType = EventType.MESSAGE,

@@ -72,3 +72,18 @@ def wait_event(client: openai.OpenAI, job_id: str, predicate: Callable[[object],
                 return event
         time.sleep(0.5)
     raise AssertionError(f"no matching event for {job_id}")
+
+
+def assert_no_internals(client: openai.OpenAI, job_id: str, settings: object) -> None:
+    """Nothing the API shows of a job (the job, its events, its checkpoints) carries a server
+    path, an internal host, a credential or a stack trace."""
+    s3 = settings.s3  # type: ignore[attr-defined]
+    shown = json.dumps([
+        client.fine_tuning.jobs.retrieve(job_id).model_dump(),
+        [e.model_dump() for e in all_events(client, job_id)],
+        [c.model_dump() for c in client.fine_tuning.jobs.checkpoints.list(job_id).data],
+    ])
+    forbidden = [str(settings.data_dir), "/tmp/", "/root/", "checkpoint-",  # type: ignore[attr-defined]
+                 s3.endpoint, s3.access_key, s3.secret_key.get_secret_value(), "Traceback"]
+    for secret in forbidden:
+        assert secret not in shown, f"the API shows {secret!r} for {job_id}"

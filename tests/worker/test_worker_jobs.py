@@ -12,7 +12,14 @@ import time
 import openai
 import pytest
 
-from tests.worker.conftest import MODEL, all_events, sft_file, wait_event, wait_status
+from tests.worker.conftest import (
+    MODEL,
+    all_events,
+    assert_no_internals,
+    sft_file,
+    wait_event,
+    wait_status,
+)
 
 pytestmark = pytest.mark.train
 
@@ -28,7 +35,7 @@ def metric_events(client: openai.OpenAI, job_id: str) -> list:  # type: ignore[t
 
 
 async def test_sft_job_trains_and_publishes(client: openai.OpenAI, worker,  # type: ignore[no-untyped-def]
-                                            services) -> None:
+                                            services, settings) -> None:
     training_file = sft_file(client, n=16)
     job = client.fine_tuning.jobs.create(
         model=MODEL, training_file=training_file, validation_file=sft_file(client, 10, seed=1),
@@ -66,6 +73,7 @@ async def test_sft_job_trains_and_publishes(client: openai.OpenAI, worker,  # ty
     assert f"jobs/{job.id}/adapter/adapter_config.json" in keys
     assert f"jobs/{job.id}/merged/config.json" in keys
     assert f"jobs/{job.id}/results.csv" in keys
+    assert_no_internals(client, job.id, settings)
 
 
 def test_invalid_training_data_fails_with_the_line(client: openai.OpenAI, worker) -> None:  # type: ignore[no-untyped-def]
@@ -106,7 +114,8 @@ def test_cancel_stops_training_and_frees_the_worker(client: openai.OpenAI, worke
     assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
 
 
-def test_pause_then_resume_reaches_the_same_end(client: openai.OpenAI, worker) -> None:  # type: ignore[no-untyped-def]
+def test_pause_then_resume_reaches_the_same_end(client: openai.OpenAI, worker,  # type: ignore[no-untyped-def]
+                                               settings) -> None:  # type: ignore[no-untyped-def]
     hyper = {"n_epochs": 4, "batch_size": 4, "learning_rate_multiplier": 5}
     job = client.fine_tuning.jobs.create(
         model=MODEL, training_file=sft_file(client, 16), seed=3,
@@ -126,3 +135,4 @@ def test_pause_then_resume_reaches_the_same_end(client: openai.OpenAI, worker) -
     metrics = [e.data for e in metric_events(client, job.id)]
     assert metrics[-1]["step"] == metrics[-1]["total_steps"] == 16
     assert any(e.message.startswith("Resuming from checkpoint") for e in all_events(client, job.id))
+    assert_no_internals(client, job.id, settings)

@@ -14,6 +14,7 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception,
     stop_after_attempt,
+    stop_after_delay,
     wait_exponential,
     wait_random,
 )
@@ -252,7 +253,16 @@ class AsyncJobs:
         return await self._c._retry(lambda: self._c._transport.job_action(job_id, "pause"))
 
     async def resume(self, job_id: str) -> t.FineTuningJob:
-        return await self._c._retry(lambda: self._c._transport.job_action(job_id, "resume"))
+        """Resume a paused job. Right after a pause its run may still be saving a checkpoint
+        (409 `job_still_stopping`): that is retried with backoff too."""
+        retrying = self._c._retrying().copy(
+            retry=retry_if_exception(lambda exc: is_retryable(exc)
+                                     or getattr(exc, "code", None) == "job_still_stopping"),
+            stop=stop_after_delay(120))
+        async for attempt in retrying:
+            with attempt:
+                return await self._c._transport.job_action(job_id, "resume")
+        raise AssertionError("unreachable")
 
     async def events(self, job_id: str, *, after: str | None = None,
                      limit: int | None = None) -> t.Page[t.FineTuningJobEvent]:
