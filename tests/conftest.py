@@ -37,7 +37,8 @@ PG_ADMIN_DSN = os.environ.get("TUNEFORGE_TEST_PG", "postgresql://root@127.0.0.1:
 # Converted base models are cached across test sessions (conversion takes ~20 s).
 MODEL_CACHE = Path(os.environ.get("TUNEFORGE_MODEL_CACHE", REPO / ".tuneforge" / "models"))
 # The machine's Redis is shared: tests use their own database index and flush only it.
-REDIS_TEST_DB = 11
+# Two test sessions on one machine need different indexes (TUNEFORGE_TEST_REDIS_DB).
+REDIS_TEST_DB = int(os.environ.get("TUNEFORGE_TEST_REDIS_DB", "11"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -205,13 +205,108 @@ def _write_private(path: Path, text: str) -> None:
     path.chmod(0o600)
 
 
-def _weed_security_toml() -> str:
+# weed's gRPC servers that take a certificate from security.toml (`[grpc.<name>]`); `worker`
+# (the built-in maintenance worker) and `client` only dial.
+WEED_GRPC_SECTIONS = ("master", "volume", "filer", "s3", "admin", "worker", "client")
+
+
+def _weed_grpc_certificates(tls_dir: Path) -> dict[str, Path]:
+    """A private CA, made on every start, and one certificate it signs for 127.0.0.1/localhost
+    (server and client use: weed's components dial each other with it). The CA's key is never
+    written: nothing else can ever be signed by it. Every file is 0600 in a 0700 directory.
+    Returns the paths of `ca`, `cert` and `key`."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    lifetime = datetime.timedelta(days=3650)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                            f"tuneforge weed CA {secrets.token_hex(4)}")])
+    ca = (x509.CertificateBuilder()
+          .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + lifetime)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                         critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + lifetime)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False,
+                                         decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    tls_dir = tls_dir.resolve()  # weed runs elsewhere (in the data directory)
+    paths = {"ca": tls_dir / "ca.pem", "cert": tls_dir / "weed.pem",
+             "key": tls_dir / "weed-key.pem"}
+    _write_private(paths["ca"], ca.public_bytes(serialization.Encoding.PEM).decode())
+    _write_private(paths["cert"], cert.public_bytes(serialization.Encoding.PEM).decode())
+    _write_private(paths["key"], key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode())
+    return paths
+
+
+def _weed_security_toml(tls: dict[str, Path]) -> str:
     """JWT keys (fresh on every start) for the volume server and the filer, reads and writes:
     their HTTP ports then refuse anyone who does not hold a token from the master/filer,
-    which only the S3 gateway (checking S3 credentials) asks for over gRPC."""
+    which only the S3 gateway (checking S3 credentials) asks for over gRPC. And gRPC mutual
+    TLS (`tls`: from `_weed_grpc_certificates`) on every gRPC server of weed, its TCP ports and
+    its /tmp unix sockets alike: a caller without the certificate is refused."""
     sections = ["jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read"]
-    return "".join(f'[{name}]\nkey = "{secrets.token_hex(32)}"\nexpires_after_seconds = 60\n\n'
+    text = "".join(f'[{name}]\nkey = "{secrets.token_hex(32)}"\nexpires_after_seconds = 60\n\n'
                    for name in sections)
+
+    def quoted(path: Path) -> str:  # a TOML basic string (JSON escapes " \\ and controls)
+        return json.dumps(str(path), ensure_ascii=False)
+
+    text += f"[grpc]\nca = {quoted(tls['ca'])}\n\n"
+    return text + "".join(f"[grpc.{name}]\ncert = {quoted(tls['cert'])}\n"
+                          f"key = {quoted(tls['key'])}\n\n" for name in WEED_GRPC_SECTIONS)
+
+
+def _check_weed_grpc_sockets(ports: WeedPorts) -> None:
+    """weed mini puts its gRPC unix sockets at fixed /tmp paths and dials them itself. One that
+    another user created first (sticky /tmp: weed cannot remove it) would take weed's own
+    calls: mTLS keeps them secret, but S3 would never get ready. Refuse that up front."""
+    roles = {"master": ports.master_grpc, "volume": ports.volume_grpc,
+             "filer": ports.filer_grpc, "s3": ports.s3_grpc, "admin": ports.admin_grpc}
+    for role, port in roles.items():
+        path = Path(f"/tmp/seaweedfs-{role}-grpc-{port}.sock")
+        try:
+            owner = path.lstat().st_uid
+        except FileNotFoundError:
+            continue
+        if owner != os.getuid():
+            raise RuntimeError(f"{path} exists and belongs to uid {owner}: another user holds "
+                               f"weed's {role} gRPC socket; remove it or choose other ports")
 
 
 def start_s3(data_dir: Path, access_key: str, secret_key: str, port: int,
@@ -222,17 +317,20 @@ def start_s3(data_dir: Path, access_key: str, secret_key: str, port: int,
     objects: the master's and filer's HTTP APIs are off (`-disableHttp`), the volume server
     and filer demand JWTs (security.toml in the data directory, weed's working directory),
     WebDAV, the admin UI, Iceberg and Lance are off. Unix sockets that have a flag live in the
-    data directory. (weed's gRPC ports and its /tmp/seaweedfs-*-grpc-PORT.sock sockets have no
-    authentication: see docs/security.md.)"""
+    data directory. weed's gRPC servers (TCP ports and /tmp/seaweedfs-*-grpc-PORT.sock) demand
+    a client certificate from a private CA made on every start (`DATA_DIR/tls/`): see
+    docs/security.md."""
     private_dir(data_dir)
     ports = ports or WeedPorts.free()
+    _check_weed_grpc_sockets(ports)
     config = data_dir / "s3-identities.json"
     _write_private(config, json.dumps({"identities": [{
         "name": "tuneforge",
         "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }]}))
-    _write_private(data_dir / "security.toml", _weed_security_toml())
+    tls = _weed_grpc_certificates(private_dir(data_dir / "tls"))
+    _write_private(data_dir / "security.toml", _weed_security_toml(tls))
     sockets = private_dir(data_dir / "sockets")
     args = [
         weed_binary(), "mini", f"-dir={private_dir(data_dir / 'data')}",

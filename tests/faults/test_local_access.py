@@ -1,5 +1,6 @@
 """Other users of the same host: weed mini's non-S3 ports serve no object without
-credentials, every port is pinned to 127.0.0.1, and the stack's files are private."""
+credentials (its gRPC ports and sockets demand a client certificate), every port is pinned to
+127.0.0.1, and the stack's files are private."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import psutil
 import pytest
 from minio import Minio
 
-from tuneforge.processes import WeedPorts, free_port
+from tuneforge.processes import WeedPorts, free_port, wait_until
 from tuneforge.settings import EmbeddedSettings, S3Settings, Settings
 
 SECRET = b"tenant data nobody else may read " + uuid.uuid4().hex.encode()
@@ -109,6 +111,71 @@ def test_weed_unix_sockets_live_in_the_data_directory(s3: S3Settings, tmp_root: 
     assert all(Path(p).name.startswith("seaweedfs-") and "-grpc-" in p for p in others), others
     for path in ours:
         assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0, path
+
+
+def _grpc_code(target: str, credentials: grpc.ChannelCredentials | None) -> grpc.StatusCode:
+    """The status of one call (any method: the health check) to `target` over `credentials`
+    (None: plaintext)."""
+    options = [("grpc.ssl_target_name_override", "localhost")]
+    channel = (grpc.secure_channel(target, credentials, options=options) if credentials
+               else grpc.insecure_channel(target))
+    try:
+        channel.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=10)
+        return grpc.StatusCode.OK
+    except grpc.RpcError as error:
+        return error.code()
+    finally:
+        channel.close()
+
+
+def test_weed_grpc_refuses_callers_without_the_client_certificate(
+    s3: S3Settings, minio: Minio, stored_object: str, tmp_root: Path
+) -> None:
+    """Every gRPC server of weed mini (master, volume, filer, S3, admin), on its TCP port and
+    on its /tmp unix socket, refuses plaintext gRPC and TLS without a client certificate (the
+    mTLS of security.toml), while S3 (plain HTTP, S3 signatures) still serves."""
+    weed = _weed_process(s3)
+    flags = dict(arg.lstrip("-").split("=", 1) for arg in weed.cmdline()
+                 if arg.startswith("-") and "=" in arg)
+    grpc_ports = {name: int(value) for name, value in flags.items()
+                  if name.endswith(".port.grpc")}
+    assert set(grpc_ports) == {"master.port.grpc", "volume.port.grpc", "filer.port.grpc",
+                               "s3.port.grpc", "admin.port.grpc"}, grpc_ports
+
+    def listening() -> set[int]:
+        return {c.laddr.port for c in weed.net_connections(kind="inet")
+                if c.status == psutil.CONN_LISTEN}
+
+    # The admin server may still be starting when this test comes first.
+    wait_until(lambda: set(grpc_ports.values()) <= listening(), 30, "weed's gRPC ports")
+    found = sorted(listening() & set(grpc_ports.values()))
+    sockets = sorted({c.laddr for c in weed.net_connections(kind="unix")
+                      if c.laddr and "-grpc-" in c.laddr})
+    assert sockets, "weed mini opened no gRPC unix socket?"
+
+    tls = tmp_root / "s3" / "tls"
+    ca, cert, key = ((tls / name).read_bytes() for name in ("ca.pem", "weed.pem", "weed-key.pem"))
+    without_certificate = grpc.ssl_channel_credentials(root_certificates=ca)
+    with_certificate = grpc.ssl_channel_credentials(ca, key, cert)
+    targets = [f"127.0.0.1:{port}" for port in found] + [f"unix:{path}" for path in sockets]
+    for target in targets:
+        assert _grpc_code(target, None) == grpc.StatusCode.UNAVAILABLE, f"plaintext {target}"
+        assert _grpc_code(target, without_certificate) == grpc.StatusCode.UNAVAILABLE, (
+            f"TLS without a client certificate {target}")
+        # The weed's own certificate gets through (weed has no health service): the refusals
+        # above are the missing certificate's, not a dead port's.
+        assert _grpc_code(target, with_certificate) == grpc.StatusCode.UNIMPLEMENTED, target
+    # The sockets (in /tmp, which weed mini does not let us move) admit no other user either.
+    for path in sockets:
+        assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0, path
+
+    assert minio.get_object(s3.bucket, stored_object).read() == SECRET
+    probe = f"faults/grpc-probe-{uuid.uuid4().hex}.bin"
+    minio.put_object(s3.bucket, probe, io.BytesIO(b"probe"), 5)
+    try:
+        assert minio.get_object(s3.bucket, probe).read() == b"probe"
+    finally:
+        minio.remove_object(s3.bucket, probe)
 
 
 def _unreachable(path: Path, root: Path) -> bool:
