@@ -46,6 +46,9 @@ DEVIATIONS = {
     # CreateCompletionResponse, whose `finish_reason` cannot be null; OpenAI's own chunks
     # carry `finish_reason: null` until the last (as its chat chunk schema says).
     "CompletionStreamChunk": "CreateCompletionResponse with a nullable choices[].finish_reason",
+    # The document's own upload enum (CreateFileRequest.purpose) accepts `evals`, but its file
+    # object's enum lacks it: a file uploaded for evals reports the purpose it was given.
+    "OpenAIFile.purpose": "adds `evals`, which CreateFileRequest accepts",
 }
 
 # TuneForge extension fields, by the schema of the object that carries them.
@@ -138,6 +141,7 @@ def _patched(spec: dict[str, Any]) -> dict[str, Any]:
     _nullable_as_null_type(spec)
     schemas = spec["components"]["schemas"]
     schemas["FineTuningJob"]["properties"]["status"]["enum"].append("paused")
+    schemas["OpenAIFile"]["properties"]["purpose"]["enum"].append("evals")
     chunk = schemas["CompletionStreamChunk"] = copy.deepcopy(schemas["CreateCompletionResponse"])
     reason = chunk["properties"]["choices"]["items"]["properties"]["finish_reason"]
     reason["anyOf"] = [{"type": reason.pop("type"), "enum": reason.pop("enum")}, {"type": "null"}]

@@ -69,10 +69,17 @@ class JobRunner:
         if not await self.jobs.claim(self.job_id, self.worker_id, self.lease_seconds):
             return "not claimed: another worker holds the job, or it has ended"
         watcher = asyncio.create_task(self._watch())
+        # arq cancels this task on a user's cancel (abort) and on worker shutdown. An await
+        # cut short there would leave an S3 upload running in its thread after the cleanup, so
+        # the run is shielded: it winds down through its own checks (the training loop stops
+        # at its next step; publishing stops before it records anything) and then ends.
+        work = asyncio.ensure_future(self._run_claimed())
         try:
-            return await self._run_claimed()
-        except asyncio.CancelledError:  # arq aborted the task: the job was cancelled
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
             self.stop_request = self.stop_request or "cancel"
+            with contextlib.suppress(Exception):
+                await work
             with contextlib.suppress(Exception):
                 await self._remove_outputs_if_ended()
             raise
