@@ -339,12 +339,10 @@ class JobService:
     async def heartbeat(self, job_id: str, worker_id: str, lease_seconds: int) -> JobStatus | None:
         """Renew a live lease; returns the job's status, or None if the lease was lost (taken
         by another worker, released, or lapsed)."""
-        t = now()
         async with self.ctx.sessions() as session, session.begin():
             result = await session.execute(
-                update(Job).where(Job.id == job_id, Job.lease_owner == worker_id,
-                                  Job.lease_expires_at >= t)
-                .values(lease_expires_at=t + lease_seconds)
+                update(Job).where(Job.id == job_id, *_holds_lease(worker_id))
+                .values(lease_expires_at=now() + lease_seconds)
             )
             if result.rowcount != 1:
                 return None

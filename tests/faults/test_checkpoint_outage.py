@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import secrets
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +16,10 @@ import openai
 import pytest
 
 from tests.conftest import MODEL_CACHE, REPO
-from tests.faults.test_storage import Stack
+from tests.faults.test_storage import Stack, own_stack
 from tests.worker.conftest import MODEL, all_events, wait_event, wait_status
-from tuneforge.processes import WeedPorts, free_port, spawn
-from tuneforge.settings import S3Settings, Settings, StorageSettings
+from tuneforge.processes import spawn
+from tuneforge.settings import StorageSettings
 
 pytestmark = [pytest.mark.faults, pytest.mark.train]
 
@@ -31,31 +29,16 @@ PAUSED_BY_OUTAGE = ("Object storage was unreachable for too long; the job is pau
 
 @pytest.fixture(scope="module")
 def stack(tmp_root: Path, redis_url: str) -> Iterator[Stack]:
-    from server.admin import create_api_key
-
-    root = tmp_root / f"outage-{uuid.uuid4().hex[:6]}"
-    s3 = S3Settings(endpoint=f"127.0.0.1:{free_port()}", access_key="tf" + secrets.token_hex(8),
-                    secret_key=secrets.token_urlsafe(24), bucket="tuneforge-outage")
-    settings = Settings(
-        data_dir=root / "data", database_url=f"sqlite+aiosqlite:///{root / 'state.db'}",
-        redis_url=redis_url, s3=s3, port=free_port(), grpc_port=free_port(),
-        queue_name=f"tf-outage-{uuid.uuid4().hex[:6]}", reconcile_interval_seconds=1.0,
+    with own_stack(
+        tmp_root, redis_url, "outage",
         worker_lease_seconds=9, resume_wait_seconds=5.0, model_cache_dir=MODEL_CACHE,
         # The worker gives storage 4 s before it pauses the job (60 s by default).
         storage=StorageSettings(retry_seconds=4),
-    )
-    result = Stack(root, s3, WeedPorts.free(), settings)
-    try:
-        result.start_s3()
-        result.key = create_api_key(settings, "outage")[1]
-        result.start_api()
+    ) as result:
         result.processes.append(spawn(
-            "worker", [sys.executable, "-m", "trainer.worker"], root / "worker.log",
-            env=settings.to_env(), cwd=REPO))
+            "worker", [sys.executable, "-m", "trainer.worker"], result.root / "worker.log",
+            env=result.settings.to_env(), cwd=REPO))
         yield result
-    finally:
-        for process in reversed(result.processes):
-            process.stop()
 
 
 def test_storage_outage_at_a_checkpoint_pauses_cleanly_and_the_job_resumes(

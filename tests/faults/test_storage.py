@@ -8,6 +8,7 @@ session's Redis. The tests run in file order: the outage comes last.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import secrets
 import sys
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -77,28 +79,36 @@ class Stack:
                    "API server", self.api)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_root: Path, redis_url: str) -> Iterator[Stack]:
+@contextlib.contextmanager
+def own_stack(tmp_root: Path, redis_url: str, name: str, **overrides: Any) -> Iterator[Stack]:
+    """A weed mini and an API server of their own (SQLite, the session's Redis), with
+    `overrides` applied to the settings; every process started is stopped at the end."""
     from server.admin import create_api_key
 
-    root = tmp_root / f"faults-{uuid.uuid4().hex[:6]}"
+    root = tmp_root / f"{name}-{uuid.uuid4().hex[:6]}"
     s3 = S3Settings(endpoint=f"127.0.0.1:{free_port()}", access_key="tf" + secrets.token_hex(8),
-                    secret_key=secrets.token_urlsafe(24), bucket="tuneforge-faults")
-    settings = Settings(
-        data_dir=root / "data", database_url=f"sqlite+aiosqlite:///{root / 'state.db'}",
-        redis_url=redis_url, s3=s3, port=free_port(), grpc_port=free_port(),
-        queue_name=f"tf-faults-{uuid.uuid4().hex[:6]}", reconcile_interval_seconds=1.0,
-        max_upload_bytes=64 * MIB,
-    )
+                    secret_key=secrets.token_urlsafe(24), bucket=f"tuneforge-{name}")
+    settings = Settings(**{
+        "data_dir": root / "data", "database_url": f"sqlite+aiosqlite:///{root / 'state.db'}",
+        "redis_url": redis_url, "s3": s3, "port": free_port(), "grpc_port": free_port(),
+        "queue_name": f"tf-{name}-{uuid.uuid4().hex[:6]}", "reconcile_interval_seconds": 1.0,
+        **overrides,
+    })
     result = Stack(root, s3, WeedPorts.free(), settings)
     try:
         result.start_s3()
-        result.key = create_api_key(settings, "faults")[1]
+        result.key = create_api_key(settings, name)[1]
         result.start_api()
         yield result
     finally:
         for process in reversed(result.processes):
             process.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_root: Path, redis_url: str) -> Iterator[Stack]:
+    with own_stack(tmp_root, redis_url, "faults", max_upload_bytes=64 * MIB) as result:
+        yield result
 
 
 @pytest.fixture(scope="module")

@@ -18,17 +18,19 @@ MODEL = "SmolLM2-135M-Instruct"
 
 
 @pytest.fixture(scope="module")
-def start_worker(settings, api_server, no_leftover_jobs) -> Iterator[Callable[[], ManagedProcess]]:  # type: ignore[no-untyped-def]
-    """Starts workers on demand; every one still running is stopped at the end."""
+def start_worker(settings, api_server, no_leftover_jobs) -> Iterator[Callable[..., ManagedProcess]]:  # type: ignore[no-untyped-def]
+    """Starts workers on demand (`env` overrides their settings); every one still running is
+    stopped at the end. `start_worker.started` lists them."""
     started: list[ManagedProcess] = []
 
-    def start() -> ManagedProcess:
+    def start(**env: str) -> ManagedProcess:
         process = spawn(f"worker-{len(started)}", [sys.executable, "-m", "trainer.worker"],
                         settings.data_dir / f"worker-{len(started)}.log",
-                        env=settings.to_env(), cwd=REPO)
+                        env={**settings.to_env(), **env}, cwd=REPO)
         started.append(process)
         return process
 
+    start.started = started  # type: ignore[attr-defined]
     yield start
     for process in started:
         process.stop()

@@ -10,16 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import openai
 import pytest
 
-from tests.conftest import REPO
 from tests.worker.conftest import (
     MODEL,
     all_events,
@@ -28,7 +25,7 @@ from tests.worker.conftest import (
     wait_event,
     wait_status,
 )
-from tuneforge.processes import ManagedProcess, spawn
+from tuneforge.processes import ManagedProcess
 
 pytestmark = pytest.mark.train
 
@@ -41,24 +38,6 @@ RESUMED = "Fine-tuning job resumed: it continues from its last checkpoint"
 def _sqlite_only(request: pytest.FixtureRequest) -> None:
     if "postgresql" in request.node.callspec.id:
         pytest.skip("worker runs are database-independent; trained once, on SQLite")
-
-
-@pytest.fixture(scope="module")
-def workers(settings, api_server, no_leftover_jobs) -> Iterator[Callable[..., ManagedProcess]]:  # type: ignore[no-untyped-def]
-    started: list[ManagedProcess] = []
-
-    def start(**env: str) -> ManagedProcess:
-        name = f"race-worker-{len(started)}"
-        process = spawn(name, [sys.executable, "-m", "trainer.worker"],
-                        settings.data_dir / f"{name}.log",
-                        env={**settings.to_env(), **env}, cwd=REPO)
-        started.append(process)
-        return process
-
-    start.started = started  # type: ignore[attr-defined]
-    yield start
-    for process in started:
-        process.stop()
 
 
 def job_with(client: openai.OpenAI, examples: int, epochs: int, seed: int = 0) -> str:
@@ -112,9 +91,9 @@ def assert_trained_once(client: openai.OpenAI, job_id: str, known_results: set[s
 
 @pytest.mark.parametrize("n_workers", [1, 2])
 def test_pause_and_resume_fired_together_train_each_step_once(
-    client: openai.OpenAI, workers, settings, n_workers: int  # type: ignore[no-untyped-def]
+    client: openai.OpenAI, start_worker, settings, n_workers: int  # type: ignore[no-untyped-def]
 ) -> None:
-    workers(**SLOW_HEARTBEAT)  # the first run starts one worker, the second adds another
+    start_worker(**SLOW_HEARTBEAT)  # the first run starts one worker, the second adds another
     known = results_files(client)
     job_id = job_with(client, 12, 3, seed=n_workers)
     seen = wait_event(client, job_id, lambda e: e.type == "metrics" and e.data["step"] >= 2)
@@ -163,9 +142,9 @@ async def wait_lease_free(services: Any, job_id: str) -> None:
 
 
 async def test_cancel_fired_as_the_job_finishes_has_one_consistent_outcome(
-    client: openai.OpenAI, workers, services  # type: ignore[no-untyped-def]
+    client: openai.OpenAI, start_worker, services  # type: ignore[no-untyped-def]
 ) -> None:
-    ensure_worker(workers)
+    ensure_worker(start_worker)
     known = results_files(client)
     job_id = job_with(client, 12, 1, seed=11)
     wait_event(client, job_id, lambda e: e.message.startswith("Training finished"), timeout=600)
@@ -195,21 +174,21 @@ async def test_cancel_fired_as_the_job_finishes_has_one_consistent_outcome(
 
 
 async def test_a_run_whose_lease_was_taken_stops_and_writes_nothing(
-    client: openai.OpenAI, workers, services, settings  # type: ignore[no-untyped-def]
+    client: openai.OpenAI, start_worker, services, settings  # type: ignore[no-untyped-def]
 ) -> None:
     from sqlalchemy import update
 
     from server.db.models import Job
     from tuneforge.domain import now
 
-    ensure_worker(workers)
+    ensure_worker(start_worker)
     job_id = job_with(client, 40, 3, seed=21)
     wait_event(client, job_id, lambda e: e.type == "metrics" and e.data["step"] >= 2)
     async with services.ctx.sessions() as session, session.begin():
         await session.execute(update(Job).where(Job.id == job_id).values(
             lease_owner="another-worker", lease_expires_at=now() + 3600))
     taken = len(all_events(client, job_id))
-    logs = [p for p in settings.data_dir.glob("race-worker-*.log")]
+    logs = [p for p in settings.data_dir.glob("worker-*.log")]
     deadline = time.monotonic() + 120
     while not any(f"job {job_id}: lost the lease" in p.read_text(errors="replace")
                   for p in logs):
@@ -227,18 +206,18 @@ async def test_a_run_whose_lease_was_taken_stops_and_writes_nothing(
 
 
 async def test_pause_fired_with_a_sigkill_resumes_once_on_another_worker(
-    client: openai.OpenAI, workers, services  # type: ignore[no-untyped-def]
+    client: openai.OpenAI, start_worker, services  # type: ignore[no-untyped-def]
 ) -> None:
-    ensure_worker(workers)
+    ensure_worker(start_worker)
     known = results_files(client)
     job_id = job_with(client, 16, 3, seed=31)
     wait_event(client, job_id, lambda e: e.type == "metrics" and e.data["step"] >= 5)
     assert client.fine_tuning.jobs.pause(job_id).status == "paused"
-    for process in list(_running(workers)):
+    for process in list(_running(start_worker)):
         os.kill(process.pid, signal.SIGKILL)
-    for process in _running(workers):
+    for process in _running(start_worker):
         process.popen.wait()
-    workers()  # the settings' 9 s lease: the dead run's lease lapses soon
+    start_worker()  # the settings' 9 s lease: the dead run's lease lapses soon
     resume_when_stopped(client, job_id)
     # Steps after the last checkpoint were lost with the killed run and trained again.
     done = assert_trained_once(client, job_id, known, every_step_once=False)
@@ -250,10 +229,10 @@ async def test_pause_fired_with_a_sigkill_resumes_once_on_another_worker(
     assert done.fine_tuned_model
 
 
-def _running(workers: Any) -> list[ManagedProcess]:
-    return [p for p in workers.started if p.popen.poll() is None]
+def _running(start_worker: Any) -> list[ManagedProcess]:
+    return [p for p in start_worker.started if p.popen.poll() is None]
 
 
-def ensure_worker(workers: Any) -> None:
-    if not _running(workers):
-        workers(**SLOW_HEARTBEAT)
+def ensure_worker(start_worker: Any) -> None:
+    if not _running(start_worker):
+        start_worker(**SLOW_HEARTBEAT)
