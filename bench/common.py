@@ -63,7 +63,7 @@ class BenchStack:
         from server.admin import create_api_key
 
         key = create_api_key(settings, "bench")[1]
-        api = spawn("api", [sys.executable, "-m", "tuneforge.cli", "server"],
+        api = spawn("api", [sys.executable, "-m", "stack.cli", "server"],
                     self.root / "api.log", env=settings.to_env(), cwd=REPO,
                     stop_timeout=stop_timeout)
         self.processes.append(api)

@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.db.models import ApiKey, Organization
-from server.errors import unauthorized
 from tuneforge.domain import new_id
+from tuneforge.errors import unauthorized
 
 KEY_PREFIX = "tf-"
 

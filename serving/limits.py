@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from serving.errors import InvalidRequest, ServingError
+from serving.errors import InvalidRequest
+from tuneforge.errors import ApiError
 from tuneforge.settings import InferenceLimits
 
 _CHAT = "/v1/chat/completions"
@@ -73,10 +74,10 @@ def estimated_tokens(path: str, payload: dict[str, Any], body_bytes: int) -> int
     return body_bytes // 4 + choices * int(out)
 
 
-class RateLimited(ServingError):
+class RateLimited(ApiError):
     def __init__(self, message: str, headers: dict[str, str]) -> None:
-        super().__init__(429, message, type="rate_limit_error", code="rate_limit_exceeded")
-        self.headers = headers
+        super().__init__(429, message, type="rate_limit_error", code="rate_limit_exceeded",
+                         headers=headers)
 
 
 @dataclass

@@ -24,12 +24,13 @@ import msgspec
 from cachetools import TTLCache
 
 from serving.adapters import AdapterCache, AdapterVersion, adapter_version
-from serving.errors import InvalidRequest, NoReplica, ServingError
+from serving.errors import InvalidRequest, NoReplica
 from serving.limits import Admission, Permit, check_request, estimated_tokens
 from serving.nulls import drop_nulls
 from serving.registry import Loaded, Registry, Replica, ReplicaState, make_alias
 from serving.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from serving.vllm import ReplicaUnreachable
+from tuneforge.errors import ApiError
 from tuneforge.settings import InferenceLimits
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class Renamer:
         return drop_nulls(data)
 
 
-def upstream_error(status: int, body: bytes, rename: Callable[[bytes], bytes]) -> ServingError:
+def upstream_error(status: int, body: bytes, rename: Callable[[bytes], bytes]) -> ApiError:
     """vLLM's error (`{"error": {message, type, param, code: <int>}}`) in OpenAI's shape."""
     message, param = "", None
     try:
@@ -127,21 +128,21 @@ def upstream_error(status: int, body: bytes, rename: Callable[[bytes], bytes]) -
     else:
         param = None
     if status in (400, 422):
-        return ServingError(400, message or "Invalid request.", type="invalid_request_error",
-                            param=param, code="invalid_value")
+        return ApiError(400, message or "Invalid request.", type="invalid_request_error",
+                    param=param, code="invalid_value")
     if status == 404:
-        return ServingError(404, message or "Not found.", type="invalid_request_error",
-                            param=param, code="not_found")
+        return ApiError(404, message or "Not found.", type="invalid_request_error",
+                    param=param, code="not_found")
     if status == 413:
-        return ServingError(413, message or "Request too large.", type="invalid_request_error",
-                            param=param, code="request_too_large")
+        return ApiError(413, message or "Request too large.", type="invalid_request_error",
+                    param=param, code="request_too_large")
     if status == 429:
-        return ServingError(429, message or "Too many requests.", type="rate_limit_error",
-                            code="rate_limit_exceeded")
+        return ApiError(429, message or "Too many requests.", type="rate_limit_error",
+                    code="rate_limit_exceeded")
     log.warning("inference server answered %s: %s", status, message[:500])
-    return ServingError(500, "The inference server had an error while processing your "
-                        "request." + (f" ({message[:300]})" if message else ""),
-                        type="server_error", code="upstream_error")
+    return ApiError(500, "The inference server had an error while processing your "
+                    "request." + (f" ({message[:300]})" if message else ""),
+                    type="server_error", code="upstream_error")
 
 
 class Router:
@@ -265,7 +266,7 @@ class Router:
         `/v1/completions`); `resolve` checks that the caller may use the model. The request
         counts against `organization_id`'s limits until its answer has been relayed."""
         if len(body) > self.limits.max_request_bytes:
-            raise ServingError(413, f"The request body is {len(body)} bytes; at most "
+            raise ApiError(413, f"The request body is {len(body)} bytes; at most "
                                f"{self.limits.max_request_bytes} are allowed.",
                                type="invalid_request_error", code="request_too_large")
         try:

@@ -172,7 +172,7 @@ class ApiServer:
 def api_server(settings: Settings) -> Iterator[ApiServer]:
     """`tuneforge server` as a real subprocess bound to 127.0.0.1."""
     process = spawn(
-        "api", [sys.executable, "-m", "tuneforge.cli", "server"],
+        "api", [sys.executable, "-m", "stack.cli", "server"],
         settings.data_dir / "api.log", env=settings_env(settings), cwd=REPO,
     )
     base = f"http://127.0.0.1:{settings.port}"
@@ -243,8 +243,8 @@ async def no_leftover_jobs(services) -> None:  # type: ignore[no-untyped-def]
 
     from server.auth import Principal
     from server.db.models import Job
-    from server.errors import ApiError
     from server.service.jobs import CANCELLABLE
+    from tuneforge.errors import ApiError
 
     async with services.ctx.sessions() as session:
         rows = (await session.execute(

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from trainer.base_models import offline
 from trainer.progress import set_adapter_base_name
+from tuneforge.base_models import offline
 
 
 def _atomic_dir(target: Path) -> Path:

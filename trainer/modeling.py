@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from trainer.base_models import offline
 from trainer.device import DevicePlan
+from tuneforge.base_models import offline
 from tuneforge.domain import LoraConfig, Quantization
 
 

@@ -187,11 +187,3 @@ def fine_tuned_model_name(base: str, organization_id: str, suffix: str | None, j
 
 def checkpoint_model_name(fine_tuned_model: str, step: int) -> str:
     return f"{fine_tuned_model}:ckpt-step-{step}"
-
-
-def job_prefix(job_id: str) -> str:
-    return f"jobs/{job_id}"
-
-
-def file_key(file_id: str) -> str:
-    return f"files/{file_id}"

@@ -18,14 +18,21 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY clients/python ./clients/python
+COPY proto ./proto
 COPY tuneforge ./tuneforge
+COPY stack ./stack
 COPY server ./server
 COPY trainer ./trainer
 COPY serving ./serving
 # The `tuneforge` command comes from tuneforge-client; `server` and `keys` are plugged in by
 # the tuneforge distribution. No extras: the `train` and `serve` extras stay out of this image.
-RUN pip install ./clients/python . \
-    && python -c "import server.main, tuneforge.cli; import sys; assert 'torch' not in sys.modules"
+# The gRPC stubs are generated, never copied: the client's build makes its own, the server's
+# come from proto/generate.py.
+RUN pip install grpcio-tools==1.85.1 mypy-protobuf==5.1.0 \
+    && python proto/generate.py --package server.grpc.pb --out server/grpc/pb \
+    && pip uninstall -y grpcio-tools mypy-protobuf \
+    && pip install ./clients/python . \
+    && python -c "import server.main, stack.cli; import sys; assert 'torch' not in sys.modules"
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="tuneforge-api" \

@@ -35,7 +35,9 @@ RUN uv pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY clients/python ./clients/python
+COPY proto ./proto
 COPY tuneforge ./tuneforge
+COPY stack ./stack
 COPY server ./server
 COPY trainer ./trainer
 COPY serving ./serving

@@ -18,7 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from server.errors import ApiError, invalid
+from tuneforge.errors import ApiError, invalid
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024

@@ -29,11 +29,11 @@ import struct
 from functools import lru_cache
 from pathlib import Path
 
-from server.errors import invalid
 from tuneforge.domain import TARGET_MODULE_PATTERN, LoraConfig
+from tuneforge.errors import invalid
 from tuneforge.settings import Settings
 
-EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"  # trainer.base_models (not imported: torch side)
+EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"  # tuneforge.base_models (not imported: torch side)
 _COMPLETE_MARKER = ".tuneforge-complete"
 _MAX_HEADER_BYTES = 64 * 1024 * 1024
 _PARAM = "lora.target_modules"

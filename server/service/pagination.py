@@ -7,7 +7,7 @@ from typing import Any, Literal
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.errors import invalid
+from tuneforge.errors import invalid
 
 Order = Literal["asc", "desc"]
 

@@ -242,9 +242,9 @@ def _fake_safetensors(directory: Path, tensors: dict[str, list[int]], config: di
 
 
 async def test_module_names_come_from_the_safetensors_header(tmp_path: Path) -> None:
-    from server.errors import ApiError
     from server.service.lora_targets import check_lora_targets
     from tuneforge.domain import LoraConfig
+    from tuneforge.errors import ApiError
     from tuneforge.settings import BaseModelEntry, Settings
 
     gpt2 = tmp_path / "gpt2ish"

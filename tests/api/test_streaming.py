@@ -86,7 +86,7 @@ def small_limit_server(settings):  # type: ignore[no-untyped-def]
     port = free_port()
     env = {**settings_env(settings), "TUNEFORGE_PORT": str(port),
            "TUNEFORGE_GRPC_PORT": str(free_port()), "TUNEFORGE_MAX_UPLOAD_BYTES": str(MIB)}
-    process = spawn("api-small", [sys.executable, "-m", "tuneforge.cli", "server"],
+    process = spawn("api-small", [sys.executable, "-m", "stack.cli", "server"],
                     settings.data_dir / "api-small.log", env=env, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: httpx.get(f"{base}/v1/models").status_code == 401, 60, "API", process)

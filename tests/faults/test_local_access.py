@@ -204,7 +204,7 @@ def _public_paths(root: Path) -> list[str]:
 def test_stack_data_directory_is_private(tmp_path: Path) -> None:
     """The embedded stack (valkey, weed mini, the API, a worker; vLLM off) writes nothing
     that another user of the host could read."""
-    from tuneforge.stack import Credentials, Stack, embedded_settings
+    from stack.embedded import Credentials, Stack, embedded_settings
 
     data_dir = tmp_path / "tuneforge-data"
     ports = WeedPorts.free()

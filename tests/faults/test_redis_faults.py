@@ -36,7 +36,7 @@ class _CreatesFile:
 
 
 def _start_api(settings: Settings, name: str) -> ManagedProcess:
-    process = spawn(name, [sys.executable, "-m", "tuneforge.cli", "server"],
+    process = spawn(name, [sys.executable, "-m", "stack.cli", "server"],
                     settings.data_dir / f"{name}.log", env=settings.to_env(), cwd=REPO)
     base = f"http://127.0.0.1:{settings.port}"
     wait_until(lambda: httpx.get(f"{base}/v1/models").status_code == 401, 120, name, process)

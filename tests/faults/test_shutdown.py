@@ -48,7 +48,7 @@ def _hung_clients(port: int, api_key: str) -> list[socket.socket]:
 def api(settings: Settings, tmp_path: Path) -> Iterator[ManagedProcess]:
     own = settings.model_copy(update={"port": free_port(), "grpc_port": free_port(),
                                       "data_dir": tmp_path})
-    process = spawn("api", [sys.executable, "-m", "tuneforge.cli", "server"],
+    process = spawn("api", [sys.executable, "-m", "stack.cli", "server"],
                     tmp_path / "api.log", env=own.to_env(), cwd=REPO)
     process.extra["port"] = str(own.port)
     wait_until(lambda: httpx.get(f"http://127.0.0.1:{own.port}/v1/models").status_code == 401,

@@ -72,7 +72,7 @@ class Stack:
     def start_api(self, storage: StorageSettings | None = None) -> None:
         if storage is not None:
             self.settings = self.settings.model_copy(update={"storage": storage})
-        self.api = spawn("api", [sys.executable, "-m", "tuneforge.cli", "server"],
+        self.api = spawn("api", [sys.executable, "-m", "stack.cli", "server"],
                          self.root / "api.log", env=self.settings.to_env(), cwd=REPO)
         self.processes.append(self.api)
         wait_until(lambda: httpx.get(f"{self.base_url}/models").status_code == 401, 90,

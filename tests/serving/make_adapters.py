@@ -15,7 +15,7 @@ def main(model_cache_dir: str, out_dir: str, count: int) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from trainer.base_models import EMBEDDED_MODEL_NAME, prepare_base_model
+    from tuneforge.base_models import EMBEDDED_MODEL_NAME, prepare_base_model
 
     model_dir = prepare_base_model(EMBEDDED_MODEL_NAME, "", Path(model_cache_dir))
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

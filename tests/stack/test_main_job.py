@@ -162,7 +162,7 @@ def test_up_on_the_same_data_keeps_everything_and_stops_on_ctrl_c(
     main_job: tuple[StackRun, dict], data_dir: Path
 ) -> None:
     _, result = main_job
-    up = StackRun(data_dir, [sys.executable, "-m", "tuneforge.cli", "up"])
+    up = StackRun(data_dir, [sys.executable, "-m", "stack.cli", "up"])
     try:
         key = wait_for_api(up)
         client = openai.OpenAI(base_url=up.base_url, api_key=key, max_retries=0)
@@ -172,7 +172,7 @@ def test_up_on_the_same_data_keeps_everything_and_stops_on_ctrl_c(
         assert client.files.content(training.id).read().count(b"\n") == 32
         assert result["model"] in {m.id for m in client.models.list()}
 
-        clash = subprocess.run([sys.executable, "-m", "tuneforge.cli", "up"], cwd=REPO,
+        clash = subprocess.run([sys.executable, "-m", "stack.cli", "up"], cwd=REPO,
                                env={**up.env, "TUNEFORGE_DATA_DIR": str(data_dir / "other")},
                                capture_output=True, text=True, timeout=120)
         assert clash.returncode == 2 and "already in use" in clash.stderr, clash.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.base_models import EMBEDDED_MODEL_NAME, prepare_base_model
+from tuneforge.base_models import EMBEDDED_MODEL_NAME, prepare_base_model
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"

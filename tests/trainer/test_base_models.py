@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from trainer.base_models import (
+from tuneforge.base_models import (
     EMBEDDED_MODEL_NAME,
     BaseModelError,
     embedded_gguf_path,
@@ -43,3 +43,39 @@ def test_local_directory_is_used_as_is(model_dir, tmp_path):
         prepare_base_model("custom", "", tmp_path)
     with pytest.raises(BaseModelError):
         prepare_base_model("custom", "s3://bucket/prefix", tmp_path)
+
+
+def test_s3_base_model_is_downloaded_once_from_its_own_bucket(model_dir, tmp_path, s3):
+    """A base model registered at `s3://bucket/prefix` comes from that bucket (not the
+    TuneForge bucket), lands in the cache atomically, and is reused."""
+    from minio import Minio
+
+    client = Minio(s3.endpoint, access_key=s3.access_key,
+                   secret_key=s3.secret_key.get_secret_value(), secure=False)
+    bucket = "team-models"
+    if not client.bucket_exists(bucket):
+        client.make_bucket(bucket)
+    files = [f for f in model_dir.iterdir() if f.is_file() and not f.name.startswith(".")]
+    for f in files:
+        client.fput_object(bucket, f"smol/v1/{f.name}", str(f))
+
+    local = prepare_base_model("smol-s3", f"s3://{bucket}/smol/v1", tmp_path, s3)
+
+    assert local == tmp_path / "smol-s3"
+    assert sorted(p.name for p in local.iterdir() if not p.name.startswith(".")) == sorted(
+        f.name for f in files)
+    assert (local / "model.safetensors").read_bytes() == (
+        model_dir / "model.safetensors").read_bytes()
+    before = (local / "config.json").stat().st_mtime_ns
+    assert prepare_base_model("smol-s3", f"s3://{bucket}/smol/v1", tmp_path, s3) == local
+    assert (local / "config.json").stat().st_mtime_ns == before
+    assert not [p for p in tmp_path.iterdir() if p.is_dir() and p.name.startswith(".smol-s3.")]
+
+
+def test_s3_base_model_without_weights_is_refused_and_leaves_nothing(tmp_path, s3):
+    with pytest.raises(BaseModelError, match=r"no config\.json"):
+        prepare_base_model("empty", "s3://tuneforge-test/no/such/model", tmp_path, s3)
+    assert not (tmp_path / "empty").exists()
+    assert not [p for p in tmp_path.iterdir() if p.is_dir() and p.name.startswith(".empty.")]
+    with pytest.raises(ValueError, match="s3://bucket/prefix"):
+        prepare_base_model("bad", "s3://only-a-bucket", tmp_path, s3)

@@ -26,11 +26,9 @@ from pydantic import BaseModel
 
 from server.api.error_docs import ErrorEnvelope, errors
 from server.auth import Principal
-from server.errors import ApiError
 from server.service import Services
-from serving.errors import ServingError
-from serving.limits import RateLimited
 from serving.router import Proxied, Target
+from tuneforge.errors import ApiError
 
 _OBJECT = Schema(type=OpenAPIType.OBJECT)
 _STRING = Schema(type=OpenAPIType.STRING)
@@ -162,12 +160,6 @@ async def _proxy(path: str, request: Request[Any, Any, Any], services: Services,
             raise
         handler.uncancel()
         return Response(b"", status_code=_CLIENT_GONE)
-    except RateLimited as exc:
-        return Response(exc.envelope(), status_code=exc.status, media_type=MediaType.JSON,
-                        headers=exc.headers)
-    except ServingError as exc:
-        raise ApiError(exc.status, exc.message, type=exc.type, param=exc.param,
-                       code=exc.code) from exc
     except RecursionError as exc:  # JSON nested too deeply to decode
         raise ApiError(400, "The request body is nested too deeply.",
                        code="invalid_json") from exc

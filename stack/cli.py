@@ -13,7 +13,7 @@ import typer
 from tuneforge.settings import Settings
 
 if TYPE_CHECKING:
-    from tuneforge.stack import Stack
+    from stack.embedded import Stack
 
 app = typer.Typer(help="TuneForge: fine-tuning as a service.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
@@ -78,8 +78,8 @@ def _run_stack(after_start: Callable[[Stack], None] | None = None) -> None:
     import signal
     import time
 
+    from stack.embedded import Credentials, PortTaken, Stack, embedded_settings, prepare_models
     from tuneforge.processes import private_dir
-    from tuneforge.stack import Credentials, PortTaken, Stack, embedded_settings, prepare_models
 
     _private_files()
     base = Settings()
@@ -135,7 +135,7 @@ def demo(
     progress, then compare base and fine-tuned answers; keeps running until Ctrl-C."""
     from openai import OpenAI
 
-    from tuneforge.demo import DemoOptions, run_demo, usage_text
+    from stack.demo import DemoOptions, run_demo, usage_text
 
     def after_start(stack: Stack) -> None:
         client = OpenAI(base_url=stack.base_url, api_key=stack.credentials.api_key or "",

@@ -1,4 +1,6 @@
-"""Errors the service layer raises; transports turn them into the OpenAI error envelope."""
+"""The one error type of TuneForge: OpenAI's error object. The service layer and the inference
+plane raise it; the transports (REST, gRPC) render it as the envelope
+`{"error": {message, type, param, code}}` with its status and headers."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ class ApiError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -23,6 +26,7 @@ class ApiError(Exception):
         self.type = type
         self.param = param
         self.code = code
+        self.headers = headers or {}
 
     def envelope(self) -> dict[str, Any]:
         return {

@@ -184,7 +184,7 @@ class Stack:
     def _start_api(self) -> ManagedProcess:
         # The API bounds its own shutdown (server.main.GRACEFUL_SHUTDOWN_SECONDS, then vLLM);
         # past this its whole process group is killed.
-        process = spawn("api", [sys.executable, "-m", "tuneforge.cli", "server"],
+        process = spawn("api", [sys.executable, "-m", "stack.cli", "server"],
                         self._logs("api"), env=self.settings.to_env(), stop_timeout=30)
         wait_until(lambda: httpx.get(f"{self.base_url}/models").status_code == 401, 300,
                    "API server", process)
@@ -206,9 +206,5 @@ class Stack:
 
 def prepare_models(settings: Settings) -> None:
     """Convert the embedded base model once (in a child process: this one stays torch-free)."""
-    script = ("import sys; from tuneforge.settings import Settings; "
-              "from trainer.base_models import prepare_base_model; s = Settings(); "
-              "[prepare_base_model(m.name, m.path, s.effective_model_cache_dir) "
-              "for m in s.base_models if not m.path.startswith('s3://')]")
-    subprocess.run([sys.executable, "-c", script], env={**os.environ, **settings.to_env()},
-                   check=True)
+    subprocess.run([sys.executable, "-m", "tuneforge.base_models"],
+                   env={**os.environ, **settings.to_env()}, check=True)
