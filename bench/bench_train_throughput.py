@@ -32,14 +32,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from trainer.base_models import EMBEDDED_MODEL_NAME, prepare_base_model  # noqa: E402
 from trainer.encode import IGNORE_INDEX, ChatFormatter  # noqa: E402
-from trainer.examples import SftExample  # noqa: E402
 from trainer.modeling import load_tokenizer  # noqa: E402
 from trainer.progress import TrainCallbacks  # noqa: E402
 from trainer.samples import arithmetic_chat, write_jsonl  # noqa: E402
 from trainer.tokenized import sft_rows  # noqa: E402
 from trainer.train import train  # noqa: E402
+from tuneforge.base_models import EMBEDDED_MODEL_NAME, prepare_base_model  # noqa: E402
+from tuneforge.data_formats import SftExample  # noqa: E402
 from tuneforge.domain import DpoHyperparameters, JobSpec, LoraConfig  # noqa: E402
 
 SEED = 1234

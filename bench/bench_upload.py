@@ -2,6 +2,8 @@
 
 Starts its own stack (weed mini S3, valkey, SQLite, the API server), all on 127.0.0.1, and
 stops it at the end. Goals: API upload >= 0.9x the raw S3 put; job create p50/p99 printed.
+A `fine-tune` JSONL upload of the same size shows the cost of the streaming line check
+(`tuneforge.jsonl`) on top of the opaque `user_data` upload.
 
     .venv/bin/python bench/bench_upload.py [--mib 200] [--jobs 200]
 """
@@ -14,6 +16,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -52,12 +55,31 @@ def raw_put(s3: S3Settings, size: int) -> float:
     return time.perf_counter() - start
 
 
-def api_put(base: str, key: str, size: int, pid: int) -> tuple[float, float]:
+CHAT_LINE = (b'{"messages": [{"role": "system", "content": "You answer arithmetic questions."}, '
+             b'{"role": "user", "content": "What is 1234 + 4321? Show the sum only."}, '
+             b'{"role": "assistant", "content": "ANSWER: 5555", "weight": 1}]}\n')
+
+
+def jsonl_multipart(size: int, boundary: str) -> Iterator[bytes]:
+    """A `fine-tune` upload body: whole chat lines, about `size` bytes, generated in 1 MiB
+    blocks."""
+    yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n"
+           f"fine-tune\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+           f"filename=\"bench.jsonl\"\r\n\r\n").encode()
+    block = CHAT_LINE * (MIB // len(CHAT_LINE))
+    for _ in range(max(1, size // len(block))):
+        yield block
+    yield f"\r\n--{boundary}--\r\n".encode()
+
+
+def api_put(base: str, key: str, size: int, pid: int, *, jsonl: bool = False
+            ) -> tuple[float, float]:
     boundary = uuid.uuid4().hex
     process = psutil.Process(pid)
     before = process.memory_info().rss
+    body = jsonl_multipart(size, boundary) if jsonl else multipart(size, boundary)
     start = time.perf_counter()
-    response = httpx.post(f"{base}/files", content=multipart(size, boundary), timeout=600,
+    response = httpx.post(f"{base}/files", content=body, timeout=600,
                           headers={"Authorization": f"Bearer {key}",
                                    "Content-Type": f"multipart/form-data; boundary={boundary}"})
     elapsed = time.perf_counter() - start
@@ -99,18 +121,24 @@ def main() -> None:
         api_put(base, key, 8 * MIB, api.pid)  # warm-up
         raw_put(s3, 8 * MIB)
 
-        raw, via_api, growth = [], [], []
+        raw, via_api, via_api_jsonl, growth = [], [], [], []
         for _ in range(args.rounds):
             raw.append(raw_put(s3, size))
             elapsed, rss = api_put(base, key, size, api.pid)
             via_api.append(elapsed)
             growth.append(rss)
+            elapsed, rss = api_put(base, key, size, api.pid, jsonl=True)
+            via_api_jsonl.append(elapsed)
+            growth.append(rss)
         raw_rate = args.mib / statistics.median(raw)
         api_rate = args.mib / statistics.median(via_api)
+        jsonl_rate = args.mib / statistics.median(via_api_jsonl)
         print(f"upload {args.mib} MiB x{args.rounds} (median)")
         print(f"  raw S3 put (MinIO SDK)   {raw_rate:8.1f} MiB/s")
         print(f"  POST /v1/files (API)     {api_rate:8.1f} MiB/s")
         print(f"  ratio API / raw          {api_rate / raw_rate:8.2f}x   (goal >= 0.90x)")
+        print(f"  POST /v1/files fine-tune {jsonl_rate:8.1f} MiB/s   (JSONL checked while "
+              "streaming)")
         print(f"  API server RSS growth    {max(growth):8.1f} MiB (max over rounds)")
 
         samples = job_latencies(base, key, args.jobs)

@@ -1,21 +1,32 @@
-"""Validate a JSONL training file and convert it to chat examples.
+"""Validate a JSONL training file and convert it to chat examples, once per job run.
 
-`load_dataset_file` streams the file line by line (bounded memory), detects the format from
-the first example, requires every later line to have the same format, validates each example
-and converts it to chat messages. Rule violations raise `DataError` with OpenAI's codes.
-`build_report` (re-exported from `trainer.data_report`) summarises a loaded file.
+`load_dataset_file` streams the file line by line (bounded memory) through the same rules the
+upload applies (`tuneforge.jsonl`), then the structural pass for the job's method
+(`tuneforge.data_formats`: one recognized format per file, each example valid in it,
+converted to chat). Rule violations raise `DataError` with OpenAI's codes and the line.
+`build_report` (re-exported from `trainer.data_report`) is the model-aware pass over the result.
+
+Training does not read the files again: `validate_files` returns the examples of a job's
+training and validation files (`ValidatedFiles`), which the worker passes to
+`trainer.train.train`; only the library used on its own reads the files there.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.data_report import build_report
-from trainer.errors import INVALID_N_EXAMPLES, INVALID_TRAINING_FILE, DataError
-from trainer.examples import FORMAT_METHOD, DataFormat, DpoExample, LoadedData, SftExample
-from trainer.formats import PARSERS, FormatViolation, detect_format
-from trainer.jsonl import DEFAULT_MAX_LINE_BYTES, iter_jsonl
+from trainer.errors import (
+    INVALID_N_EXAMPLES,
+    INVALID_TRAINING_FILE,
+    INVALID_VALIDATION_FILE,
+    DataError,
+)
+from trainer.examples import LoadedData
+from tuneforge.data_formats import DataFormat, DpoExample, FormatCheck, SftExample
 from tuneforge.domain import MethodType
+from tuneforge.jsonl import MIN_TRAINING_EXAMPLES, LineError, read_jsonl
 
 __all__ = [
     "DataError",
@@ -23,8 +34,10 @@ __all__ = [
     "DpoExample",
     "LoadedData",
     "SftExample",
+    "ValidatedFiles",
     "build_report",
     "load_dataset_file",
+    "validate_files",
 ]
 
 
@@ -32,9 +45,8 @@ def load_dataset_file(
     path: Path,
     method: MethodType,
     *,
-    min_examples: int = 10,
+    min_examples: int = MIN_TRAINING_EXAMPLES,
     code: str = INVALID_TRAINING_FILE,
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> LoadedData:
     """Read, validate and convert `path` for `method`.
 
@@ -43,45 +55,39 @@ def load_dataset_file(
     raises `DataError("invalid_n_examples", ...)`.
     """
     method = MethodType(method)
-    file_format: DataFormat | None = None
-    first_line = 0
+    check = FormatCheck(method)
     examples: list[SftExample | DpoExample] = []
-    lines = 0
-    for lineno, obj in iter_jsonl(Path(path), code=code, max_line_bytes=max_line_bytes):
-        lines += 1
-        try:
-            line_format = detect_format(obj)
-        except FormatViolation as exc:
-            raise DataError(code, f"line {lineno}: {exc}", lineno) from None
-        if file_format is None:
-            file_format, first_line = line_format, lineno
-            wanted = FORMAT_METHOD[file_format]
-            if wanted != method:
-                kind = "preference (DPO)" if wanted == MethodType.DPO else "supervised (SFT)"
-                raise DataError(
-                    code,
-                    f"line {lineno}: the file is in {file_format.value} format, which is "
-                    f"{kind} data, but the job's method is {method.value}",
-                    lineno,
-                )
-        elif line_format != file_format:
-            raise DataError(
-                code,
-                f"line {lineno}: example is in {line_format.value} format but the file is in "
-                f"{file_format.value} format (line {first_line}); one file must use one format",
-                lineno,
-            )
-        try:
-            example = PARSERS[file_format](obj)
-        except FormatViolation as exc:
-            raise DataError(code, f"line {lineno}: {exc}", lineno) from None
-        example.line = lineno
-        examples.append(example)
+    try:
+        for line, obj in read_jsonl(Path(path)):
+            examples.append(check.add(line, obj))
+    except LineError as exc:
+        raise DataError(code, exc.message, exc.line) from None
     if not examples or len(examples) < min_examples:
         raise DataError(
             INVALID_N_EXAMPLES,
             f"The file has {len(examples)} example(s), but must have at least "
             f"{max(min_examples, 1)} examples",
         )
-    assert file_format is not None
-    return LoadedData(format=file_format, method=method, examples=examples, lines=lines)
+    assert check.format is not None
+    return LoadedData(format=check.format, method=method, examples=examples, lines=len(examples))
+
+
+@dataclass(frozen=True)
+class ValidatedFiles:
+    """A job's files, validated and converted: what training consumes."""
+
+    train: LoadedData
+    valid: LoadedData | None
+
+
+def validate_files(train_path: Path, valid_path: Path | None, method: MethodType, *,
+                   min_examples: int = MIN_TRAINING_EXAMPLES) -> ValidatedFiles:
+    """Both files of a job; a validation file's errors carry `invalid_validation_file`."""
+    train = load_dataset_file(train_path, method, min_examples=min_examples)
+    valid = None
+    if valid_path is not None:
+        try:
+            valid = load_dataset_file(valid_path, method, min_examples=1)
+        except DataError as exc:
+            raise DataError(INVALID_VALIDATION_FILE, exc.message, exc.line) from exc
+    return ValidatedFiles(train, valid)

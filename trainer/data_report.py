@@ -7,7 +7,8 @@ import statistics
 from typing import Any
 
 from trainer.encode import ChatFormatter
-from trainer.examples import DpoExample, LoadedData, SftExample
+from trainer.examples import LoadedData
+from tuneforge.data_formats import DpoExample, SftExample
 
 MAX_LISTED_LINES = 10
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainer.chat_template import supports_tools, training_template_for
-from trainer.examples import DpoExample, Message, SftExample
+from tuneforge.data_formats import DpoExample, Message, SftExample
 
 IGNORE_INDEX = -100
 

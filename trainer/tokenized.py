@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainer.encode import IGNORE_INDEX, ChatFormatter
-from trainer.examples import DpoExample, SftExample
+from tuneforge.data_formats import DpoExample, SftExample
 
 
 @dataclass

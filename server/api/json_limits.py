@@ -12,11 +12,12 @@ from typing import Any
 
 from litestar import Request
 
-from server.errors import ApiError, invalid
+from tuneforge.errors import ApiError, invalid
+from tuneforge.jsonl import MAX_DEPTH, deeper_than
 
-# Objects/arrays inside one another; OpenAI request bodies (even tool JSON schemas) stay far
-# below this.
-MAX_JSON_DEPTH = 64
+# The same limit as a line of training data: OpenAI request bodies (even tool JSON schemas)
+# stay far below it.
+MAX_JSON_DEPTH = MAX_DEPTH
 
 
 def too_deep() -> ApiError:
@@ -24,24 +25,11 @@ def too_deep() -> ApiError:
                    "objects and arrays are accepted.", code="json_too_deep")
 
 
-def exceeds_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether `value` (decoded JSON) has containers nested more than `limit` deep; iterative,
-    so it cannot itself run out of stack."""
-    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return False
-
-
 def check_body_depth(body: bytes, value: Any) -> None:
     # Fewer opening brackets than the limit (counted in C, strings included) cannot nest
     # deeper than it: skip the walk for the common small body.
     if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and isinstance(value, dict | list) \
-            and exceeds_depth(value):
+            and deeper_than(value, MAX_JSON_DEPTH):
         raise too_deep()
 
 

@@ -9,20 +9,14 @@ from sqlalchemy import delete, select
 
 from server.auth import Principal
 from server.db.models import File, Job
-from server.errors import conflict, invalid, not_found, too_large
 from server.service.context import Context
-from server.service.jsonl import JsonlChecker, checked
 from server.service.objects import FileDeleted, FileObject, ListPage, file_object, page
 from server.service.pagination import Order, check_limit, fetch_page, scoped
 from server.storage import retry_budget
-from tuneforge.domain import (
-    ACTIVE_STATUSES,
-    UPLOADABLE_PURPOSES,
-    FilePurpose,
-    JobStatus,
-    file_key,
-    new_id,
-)
+from tuneforge.domain import ACTIVE_STATUSES, UPLOADABLE_PURPOSES, FilePurpose, JobStatus, new_id
+from tuneforge.errors import ApiError, conflict, invalid, not_found, too_large
+from tuneforge.jsonl import JsonlStream, LineError
+from tuneforge.layout import file_key
 
 
 def check_purpose(purpose: str | None) -> str:
@@ -42,6 +36,43 @@ def check_filename(filename: str | None, purpose: str, param: str = "file") -> s
             param=param, code="invalid_file_format",
         )
     return filename
+
+
+class FineTuneFileCheck:
+    """The line rules of `tuneforge.jsonl` (the worker applies the same ones) over a
+    fine-tune file's bytes as they arrive, as the API's errors. The shape of each example is
+    checked by the worker, during `validating_files`, as OpenAI does."""
+
+    def __init__(self, param: str = "file") -> None:
+        self.param = param
+        self._stream = JsonlStream()
+
+    def feed(self, chunk: bytes) -> None:
+        try:
+            self._stream.feed(chunk)
+        except LineError as exc:
+            raise self._refused(exc) from None
+
+    def finish(self) -> None:
+        try:
+            self._stream.finish()
+        except LineError as exc:
+            raise self._refused(exc) from None
+        if self._stream.examples == 0:
+            raise invalid("The file is empty: expected JSON Lines, one object per line.",
+                          param=self.param, code="invalid_file_format")
+
+    def _refused(self, exc: LineError) -> ApiError:
+        return invalid(f"Invalid file format for fine-tuning: {exc.message}",
+                       param=self.param, code="invalid_file_format")
+
+
+async def checked(chunks: AsyncIterator[bytes], check: FineTuneFileCheck
+                  ) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        check.feed(chunk)
+        yield chunk
+    check.finish()
 
 
 async def limited(chunks: AsyncIterator[bytes], limit: int, param: str) -> AsyncIterator[bytes]:
@@ -73,7 +104,7 @@ class FileService:
         filename = check_filename(filename, purpose)
         stream = limited(chunks, self.ctx.settings.max_upload_bytes, "file")
         if purpose == FilePurpose.FINE_TUNE:
-            stream = checked(stream, JsonlChecker(param="file"))
+            stream = checked(stream, FineTuneFileCheck(param="file"))
         file_id = new_id("file-")
         with self.request_budget():
             size = await self.ctx.store.put_stream(file_key(file_id), stream)

@@ -12,14 +12,20 @@ from sqlalchemy import select, update
 
 from server.auth import Principal
 from server.db.models import Upload, UploadPart
-from server.errors import conflict, invalid, not_found, too_large
 from server.service.context import Context
-from server.service.files import FileService, check_filename, check_purpose, limited
-from server.service.jsonl import JsonlChecker
+from server.service.files import (
+    FileService,
+    FineTuneFileCheck,
+    check_filename,
+    check_purpose,
+    limited,
+)
 from server.service.objects import UploadObject, UploadPartObject, upload_object
 from server.service.pagination import scoped
 from server.storage import PART_SIZE, StorageUnavailable
-from tuneforge.domain import FilePurpose, UploadStatus, file_key, new_id, now
+from tuneforge.domain import FilePurpose, UploadStatus, new_id, now
+from tuneforge.errors import conflict, invalid, not_found, too_large
+from tuneforge.layout import file_key
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +172,8 @@ class UploadService:
         await self.ctx.store.put_stream(target, concatenated())
 
     async def _verify(self, target: str, upload: Upload, md5: str | None) -> None:
-        checker = JsonlChecker(param="file") if upload.purpose == FilePurpose.FINE_TUNE else None
+        fine_tune = upload.purpose == FilePurpose.FINE_TUNE
+        checker = FineTuneFileCheck(param="file") if fine_tune else None
         if md5 is None and checker is None:
             return
         digest = hashlib.md5(usedforsecurity=False)

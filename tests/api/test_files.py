@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
 from tests.api.data import chat_jsonl
+from trainer.data import DataError, load_dataset_file
+from tuneforge.domain import MethodType
+from tuneforge.jsonl import MAX_LINE_BYTES
 
 
 def upload(client: openai.OpenAI, content: bytes, name: str = "train.jsonl",
@@ -63,6 +67,41 @@ def test_invalid_jsonl_names_the_line_and_stores_nothing(
     assert err.value.code == "invalid_file_format"
     assert err.value.param == "file"
     assert f"line {expected_line}:" in err.value.message
+    assert {f.id for f in client.files.list()} == before
+
+
+def _with_line_4(line: bytes) -> bytes:
+    lines = chat_jsonl().splitlines()
+    lines[3] = line
+    return b"\n".join(lines) + b"\n"
+
+
+def _worker_message(tmp_path: Path, content: bytes) -> str:
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        load_dataset_file(path, MethodType.SUPERVISED)
+    return err.value.message
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [(b'{"messages": [], "temperature": NaN}', "invalid JSON: NaN is not valid JSON"),
+     (b'{"messages": "' + b"a" * MAX_LINE_BYTES + b'"}',
+      f"line is longer than {MAX_LINE_BYTES} bytes")],
+    ids=["NaN", "over-long line"],
+)
+def test_upload_refuses_what_the_worker_refuses_with_the_same_message(
+    client: openai.OpenAI, tmp_path: Path, line: bytes, reason: str
+) -> None:
+    content = _with_line_4(line)
+    worker = _worker_message(tmp_path, content)
+    assert worker == f"line 4: {reason}"
+    before = {f.id for f in client.files.list()}
+    with pytest.raises(openai.BadRequestError) as err:
+        upload(client, content)
+    assert (err.value.code, err.value.param) == ("invalid_file_format", "file")
+    assert err.value.body["message"] == f"Invalid file format for fine-tuning: {worker}"  # type: ignore[index]
     assert {f.id for f in client.files.list()} == before
 
 

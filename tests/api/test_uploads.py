@@ -79,6 +79,22 @@ def test_invalid_jsonl_is_refused_at_completion(client: openai.OpenAI) -> None:
     assert {f.id for f in client.files.list()} == files_before
 
 
+def test_nan_is_refused_at_completion_with_the_line(client: openai.OpenAI) -> None:
+    lines = chat_jsonl().splitlines()
+    lines[4] = b'{"messages": [], "x": Infinity}'
+    content = b"\n".join(lines) + b"\n"
+    upload = client.uploads.create(bytes=len(content), filename="t.jsonl",
+                                   mime_type="text/jsonl", purpose="fine-tune")
+    cut = content.index(b"Infinity") + 3  # the refused line spans both parts
+    parts = [client.uploads.parts.create(upload.id, data=piece).id
+             for piece in (content[:cut], content[cut:])]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.uploads.complete(upload.id, part_ids=parts)
+    assert err.value.code == "invalid_file_format"
+    assert err.value.body["message"] == (  # type: ignore[index]
+        "Invalid file format for fine-tuning: line 5: invalid JSON: Infinity is not valid JSON")
+
+
 def test_cancel_and_states(client: openai.OpenAI, client_b: openai.OpenAI) -> None:
     upload = client.uploads.create(bytes=3, filename="c.txt", mime_type="text/plain",
                                    purpose="user_data")

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from trainer.data import DataError, load_dataset_file
+from server.service.files import FineTuneFileCheck
+from trainer.data import DataError, load_dataset_file, validate_files
 from trainer.errors import INVALID_N_EXAMPLES, INVALID_TRAINING_FILE, INVALID_VALIDATION_FILE
 from tuneforge.domain import MethodType
+from tuneforge.errors import ApiError
+from tuneforge.jsonl import MAX_DEPTH, MAX_LINE_BYTES
 
 SFT = MethodType.SUPERVISED
 DPO = MethodType.DPO
@@ -309,3 +312,167 @@ def test_wrong_types_never_crash(tmp_path, value):
         load_dataset_file(path, SFT)
     assert info.value.line == 1
     assert info.value.code == INVALID_TRAINING_FILE
+
+
+# -- one set of line rules at upload and in the worker ------------------------------------------
+
+
+def chat_line(i: int, length: int | None = None) -> bytes:
+    """A valid chat example as one line of exactly `length` bytes (padded inside a string)."""
+    line = json.dumps(chat(i)).encode()
+    if length is None:
+        return line
+    pad = length - len(line)
+    return line.replace(b'"question', b'"' + b" " * pad + b"question", 1)
+
+
+def nested(depth: int) -> bytes:
+    """A valid chat example whose tool parameters take the line to `depth` levels."""
+    inner = "{}"
+    for _ in range(depth - 5):  # line object, tools, tool, function, parameters
+        inner = '{"x": ' + inner + "}"
+    tools = '[{"type": "function", "function": {"name": "f", "parameters": ' + inner + "}}]"
+    return json.dumps(chat(0))[:-1].encode() + b', "tools": ' + tools.encode() + b"}"
+
+
+def body(*special: bytes, at: int = 4) -> bytes:
+    lines = [chat_line(i) for i in range(12)]
+    lines[at - 1:at] = list(special)
+    return b"\n".join(lines) + b"\n"
+
+
+# Each file is valid chat data except for the bytes under test, so the worker's structural
+# pass has nothing else to reject: upload and worker must agree exactly.
+PARITY_FILES = {
+    "plain": body(chat_line(3)),
+    "bom on line 1": b"\xef\xbb\xbf" + body(chat_line(3)),
+    "bom on line 4": body(b"\xef\xbb\xbf" + chat_line(3)),
+    "crlf": body(chat_line(3)).replace(b"\n", b"\r\n"),
+    "no final newline": body(chat_line(3))[:-1],
+    "blank and whitespace lines": body(b"", b" \t\r", chat_line(3)),
+    "vertical tab line": body(b"\x0b"),
+    "nbsp line": body("\u00a0".encode()),
+    "NaN": body(b'{"messages": [], "x": NaN}'),
+    "Infinity": body(b'{"x": Infinity, "messages": []}'),
+    "-Infinity": body(b'{"x": -Infinity, "messages": []}'),
+    "invalid utf-8": body(b'{"messages": "\xff"}'),
+    "utf-16 file": body(chat_line(3)).decode().encode("utf-16"),
+    "escaped lone surrogate": body(chat_line(3).replace(b"question", b"\\ud800", 1)),
+    "array line": body(b"[1, 2]"),
+    "null line": body(b"null"),
+    "not json": body(b"{oops"),
+    "line at the limit": body(chat_line(3, MAX_LINE_BYTES)),
+    "line over the limit": body(chat_line(3, MAX_LINE_BYTES + 1)),
+    "crlf line at the limit": body(chat_line(3, MAX_LINE_BYTES - 1) + b"\r"),
+    "nested to the limit": body(nested(MAX_DEPTH)),
+    "nested over the limit": body(nested(MAX_DEPTH + 1)),
+    "nested far over the limit": body(b"[" * 100_000 + b"]" * 100_000),
+}
+
+
+def upload_verdict(content: bytes, chunk: int) -> str | None:
+    """What the upload's check says of `content` arriving in pieces of `chunk` bytes."""
+    check = FineTuneFileCheck()
+    try:
+        for start in range(0, len(content), chunk):
+            check.feed(content[start:start + chunk])
+        check.finish()
+    except ApiError as exc:
+        assert exc.code == "invalid_file_format" and exc.param == "file"
+        return exc.message.removeprefix("Invalid file format for fine-tuning: ")
+    return None
+
+
+def worker_verdict(tmp_path: Path, content: bytes) -> str | None:
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(content)
+    try:
+        load_dataset_file(path, SFT)
+    except DataError as exc:
+        assert exc.code == INVALID_TRAINING_FILE
+        return exc.message
+    return None
+
+
+@pytest.mark.parametrize("name", PARITY_FILES)
+def test_upload_and_worker_apply_the_same_line_rules(tmp_path, name):
+    content = PARITY_FILES[name]
+    worker = worker_verdict(tmp_path, content)
+    chunks = [len(content), 65_537, 1_000_003] + ([1, 7] if len(content) < 100_000 else [])
+    for chunk in chunks:
+        assert upload_verdict(content, chunk) == worker, (name, chunk)
+
+
+@pytest.mark.parametrize(
+    ("name", "line", "reason"),
+    [
+        ("NaN", 4, "invalid JSON: NaN is not valid JSON"),
+        ("-Infinity", 4, "invalid JSON: -Infinity is not valid JSON"),
+        ("line over the limit", 4, f"line is longer than {MAX_LINE_BYTES} bytes"),
+        ("nested over the limit", 4, f"JSON is nested deeper than {MAX_DEPTH} levels"),
+        ("bom on line 4", 4, "invalid JSON: a byte order mark is only allowed at the start"),
+        ("invalid utf-8", 4, "not valid UTF-8"),
+        ("utf-16 file", 1, "not valid UTF-8"),
+    ],
+)
+def test_what_both_refuse_names_the_line(tmp_path, name, line, reason):
+    message = worker_verdict(tmp_path, PARITY_FILES[name])
+    assert message is not None and message.startswith(f"line {line}: {reason}")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["plain", "bom on line 1", "crlf", "no final newline", "blank and whitespace lines",
+     "line at the limit", "crlf line at the limit", "nested to the limit"],
+)
+def test_what_both_accept(tmp_path, name):
+    assert worker_verdict(tmp_path, PARITY_FILES[name]) is None
+
+
+def test_a_shape_error_is_left_to_the_worker(tmp_path):
+    """The upload checks lines, not example shapes (OpenAI checks those while the job is
+    `validating_files`): the worker then refuses for a reason the upload never judges."""
+    content = body(b'{"messages": [{"role": "user", "content": "no reply"}]}')
+    assert upload_verdict(content, len(content)) is None
+    assert worker_verdict(tmp_path, content) == "line 4: example has no assistant message"
+
+
+# -- training takes the validation's examples ---------------------------------------------------
+
+
+def test_training_takes_what_validation_produced_without_reading_the_file(tmp_path, tokenizer):
+    """The worker validates once and hands the examples to training: the files may be gone."""
+    from tests.trainer.conftest import make_spec
+    from trainer.encode import ChatFormatter
+    from trainer.train import _load_data
+
+    train_path = write(tmp_path / "train.jsonl", valid_prefix(12))
+    valid_path = write(tmp_path / "valid.jsonl", valid_prefix(2))
+    files = validate_files(train_path, valid_path, SFT)
+    train_path.unlink()
+    valid_path.unlink()
+    said: list[str] = []
+    data = _load_data(make_spec(), ChatFormatter.for_tokenizer(tokenizer), train_path,
+                      valid_path, 256, lambda message, level="info": said.append(message),
+                      files)
+    assert data.n_train == 12 and len(data.valid) == 2
+    assert said[0].startswith("Training data: 12 examples")
+
+
+def test_a_validation_file_error_names_the_validation_file(tmp_path):
+    train_path = write(tmp_path / "train.jsonl", valid_prefix(12))
+    valid_path = write(tmp_path / "valid.jsonl", [*valid_prefix(2), "{oops"])
+    with pytest.raises(DataError) as info:
+        validate_files(train_path, valid_path, SFT)
+    assert (info.value.code, info.value.line) == (INVALID_VALIDATION_FILE, 3)
+    empty = write(tmp_path / "empty.jsonl", [])
+    with pytest.raises(DataError) as info:
+        validate_files(train_path, empty, SFT)
+    assert info.value.code == INVALID_VALIDATION_FILE
+
+
+def test_the_method_decides_the_format(tmp_path):
+    path = write(tmp_path / "train.jsonl", valid_prefix(12))
+    with pytest.raises(DataError) as info:
+        validate_files(path, None, DPO)
+    assert info.value.line == 1 and "method is dpo" in info.value.message

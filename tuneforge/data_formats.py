@@ -1,18 +1,66 @@
-"""Per-line format detection, validation and conversion to chat examples.
+"""What a training example looks like in each supported shape, and its conversion to chat.
 
-Every function here takes one parsed JSON value and either returns a converted example or
-raises `FormatViolation` with a message that does not yet carry the line number.
+The structural pass over a file's objects for one method (`FormatCheck`): every line is in a
+recognized shape (OpenAI chat `messages`, OpenAI preference `input`/`preferred_output`/
+`non_preferred_output`, Alpaca `instruction`/`input`/`output`, TRL `prompt`/`completion` and
+`prompt`/`chosen`/`rejected`), one shape per file, a shape that fits the job's method, and the
+rules of that shape; each example comes out converted to chat messages. Errors are
+`tuneforge.jsonl.LineError` (`line N: ...`). Pure Python: the worker runs it before the
+model-aware pass (chat template, tokens), and anything else may run it without torch.
+
+A message is a plain dict: `role` (system/user/assistant/tool), `content` (a string), and
+optionally `weight` (assistant only, 0 or 1), `tool_calls` (assistant only, OpenAI shape),
+`tool_call_id` and `name`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-from trainer.examples import DataFormat, DpoExample, Message, SftExample
+from tuneforge.domain import MethodType
+from tuneforge.jsonl import LineError, json_type_name
+
+Message = dict[str, Any]
+
+
+class DataFormat(StrEnum):
+    OPENAI_CHAT = "openai_chat"  # {"messages": [...], "tools"?: [...]}
+    OPENAI_PREFERENCE = "openai_preference"  # {"input", "preferred_output", "non_preferred_output"}
+    ALPACA = "alpaca"  # {"instruction", "input"?, "output"}
+    PROMPT_COMPLETION = "prompt_completion"  # TRL {"prompt", "completion"}
+    PROMPT_CHOSEN_REJECTED = "prompt_chosen_rejected"  # TRL {"prompt", "chosen", "rejected"}
+
+
+FORMAT_METHOD: dict[DataFormat, MethodType] = {
+    DataFormat.OPENAI_CHAT: MethodType.SUPERVISED,
+    DataFormat.ALPACA: MethodType.SUPERVISED,
+    DataFormat.PROMPT_COMPLETION: MethodType.SUPERVISED,
+    DataFormat.OPENAI_PREFERENCE: MethodType.DPO,
+    DataFormat.PROMPT_CHOSEN_REJECTED: MethodType.DPO,
+}
+
+
+@dataclass
+class SftExample:
+    messages: list[Message]
+    tools: list[dict[str, Any]] | None = None
+    line: int = 0
+
+
+@dataclass
+class DpoExample:
+    prompt: list[Message]  # the conversation before the answer
+    chosen: Message  # one assistant message
+    rejected: Message  # one assistant message
+    tools: list[dict[str, Any]] | None = None
+    line: int = 0
+
 
 ROLES = ("system", "user", "assistant", "tool")
 MESSAGE_KEYS = frozenset({"role", "content", "name", "weight", "tool_calls", "tool_call_id"})
-CHAT_TOP_KEYS = frozenset({"messages", "tools", "parallel_tool_calls"})
 EXPECTED_SHAPES = (
     "messages (OpenAI chat), input/preferred_output/non_preferred_output (OpenAI DPO), "
     "instruction/input/output (Alpaca), prompt/completion or prompt/chosen/rejected (TRL)"
@@ -20,20 +68,13 @@ EXPECTED_SHAPES = (
 
 
 class FormatViolation(Exception):
-    """One example breaks a rule of its format."""
+    """One example breaks a rule of its format (the line number is added by `FormatCheck`)."""
 
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
-        type(value), "number"
-    )
 
 
 def detect_format(obj: Any) -> DataFormat:
     if not isinstance(obj, dict):
-        raise FormatViolation(f"each line must be a JSON object, got {_type_name(obj)}")
+        raise FormatViolation(f"each line must be a JSON object, got {json_type_name(obj)}")
     if "messages" in obj:
         return DataFormat.OPENAI_CHAT
     if "preferred_output" in obj or "non_preferred_output" in obj:
@@ -108,7 +149,7 @@ def _tool_calls(value: Any, where: str) -> list[dict[str, Any]]:
 
 def parse_message(raw: Any, where: str, *, allow_weight: bool = True) -> Message:
     if not isinstance(raw, dict):
-        raise FormatViolation(f"{where} must be an object, got {_type_name(raw)}")
+        raise FormatViolation(f"{where} must be an object, got {json_type_name(raw)}")
     unknown = sorted(str(k) for k in raw if k not in MESSAGE_KEYS)
     if unknown:
         raise FormatViolation(f"{where} has unrecognized key {unknown[0]!r}")
@@ -145,7 +186,7 @@ def parse_message(raw: Any, where: str, *, allow_weight: bool = True) -> Message
 
 def parse_messages(raw: Any, where: str, *, allow_weight: bool = True) -> list[Message]:
     if not isinstance(raw, list):
-        raise FormatViolation(f"{where} must be an array of messages, got {_type_name(raw)}")
+        raise FormatViolation(f"{where} must be an array of messages, got {json_type_name(raw)}")
     if not raw:
         raise FormatViolation(f"{where} is empty")
     return [parse_message(m, f"{where}[{i}]", allow_weight=allow_weight) for i, m in enumerate(raw)]
@@ -180,7 +221,7 @@ def _string(obj: dict[str, Any], key: str, *, required: bool = True) -> str:
         return ""
     value = obj[key]
     if not isinstance(value, str):
-        raise FormatViolation(f"{key} must be a string, got {_type_name(value)}")
+        raise FormatViolation(f"{key} must be a string, got {json_type_name(value)}")
     return value
 
 
@@ -281,10 +322,53 @@ def parse_prompt_chosen_rejected(obj: dict[str, Any]) -> DpoExample:
     )
 
 
-PARSERS = {
+PARSERS: dict[DataFormat, Callable[[dict[str, Any]], SftExample | DpoExample]] = {
     DataFormat.OPENAI_CHAT: parse_openai_chat,
     DataFormat.ALPACA: parse_alpaca,
     DataFormat.PROMPT_COMPLETION: parse_prompt_completion,
     DataFormat.OPENAI_PREFERENCE: parse_openai_preference,
     DataFormat.PROMPT_CHOSEN_REJECTED: parse_prompt_chosen_rejected,
 }
+
+
+class FormatCheck:
+    """The structural pass over one file's objects for `method`: `add` each `(line, object)`
+    in order; it returns the example converted to chat or raises `LineError`."""
+
+    def __init__(self, method: MethodType) -> None:
+        self.method = MethodType(method)
+        self.format: DataFormat | None = None
+        self._first_line = 0
+
+    def add(self, line: int, obj: Any) -> SftExample | DpoExample:
+        try:
+            line_format = detect_format(obj)
+        except FormatViolation as exc:
+            raise LineError(line, str(exc)) from None
+        if self.format is None:
+            self._fix_format(line, line_format)
+        elif line_format != self.format:
+            raise LineError(
+                line,
+                f"example is in {line_format.value} format but the file is in "
+                f"{self.format.value} format (line {self._first_line}); one file must use one "
+                "format",
+            )
+        assert self.format is not None
+        try:
+            example = PARSERS[self.format](obj)
+        except FormatViolation as exc:
+            raise LineError(line, str(exc)) from None
+        example.line = line
+        return example
+
+    def _fix_format(self, line: int, line_format: DataFormat) -> None:
+        wanted = FORMAT_METHOD[line_format]
+        if wanted != self.method:
+            kind = "preference (DPO)" if wanted == MethodType.DPO else "supervised (SFT)"
+            raise LineError(
+                line,
+                f"the file is in {line_format.value} format, which is {kind} data, but the "
+                f"job's method is {self.method.value}",
+            )
+        self.format, self._first_line = line_format, line
