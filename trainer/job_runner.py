@@ -1,12 +1,18 @@
 """Runs one fine-tuning job on this worker: the bridge between the training library (local
-paths, callbacks) and the control plane (DB state machine, S3, events).
+paths, callbacks) and the control plane (the job protocol in the DB, S3, events).
 
 The job is held under a lease renewed by a heartbeat, so it never trains on two workers at
 once. A watcher reads the job's status every `worker_control_poll_seconds`, so a cancel or
 pause reaches the training loop within a step plus that. Every write of the run (events,
-progress, checkpoints, the results file, the hot-load, success) is fenced by the lease: a run
-that lost it stops at its next step and writes nothing. A job whose worker died resumes from its
-newest checkpoint in S3.
+progress, checkpoints, the results file, the serving request, success) is fenced by the lease:
+a run that lost it stops at its next step and writes nothing. A job whose worker died resumes
+from its newest checkpoint in S3.
+
+The training thread never waits on a write: events and metrics go to an ordered writer on
+the event loop, and a checkpoint the Trainer saved is moved out of its reach and uploaded in
+the background while training goes on (`trainer.run_writes`). The run waits for all of them
+before it publishes, pauses or ends; a write that fails stops the run as if it had failed on
+the training thread.
 """
 
 from __future__ import annotations
@@ -17,29 +23,41 @@ import logging
 import shutil
 import socket
 import uuid
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from server.service import Services
-from server.service.jobs import LeaseLost, ResultsFile
-from server.storage import StorageUnavailable
+from server.job_protocol import JobProtocol, LeaseLost, ResultsFile
+from server.storage import ObjectStore, StorageUnavailable
+from trainer.run_writes import BackgroundWrites
+from trainer.stop import StopRequest
 from tuneforge.domain import (
     EventLevel,
     EventType,
     JobSpec,
     JobStatus,
     checkpoint_model_name,
-    file_key,
     fine_tuned_model_name,
-    job_prefix,
     new_id,
 )
+from tuneforge.layout import (
+    adapter_prefix,
+    as_dir,
+    checkpoint_prefix,
+    file_key,
+    merged_prefix,
+    published_prefixes,
+    results_key,
+)
+from tuneforge.settings import Settings
+
+if TYPE_CHECKING:  # the worker imports the training library only when it runs a job
+    from trainer.data import ValidatedFiles
 
 log = logging.getLogger(__name__)
 
 KEEP_CHECKPOINTS = 3
 MAX_LENGTH = 1024
+SERVING_POLL_SECONDS = 0.2
 
 
 def worker_identity() -> str:
@@ -47,21 +65,22 @@ def worker_identity() -> str:
 
 
 class JobRunner:
-    def __init__(self, services: Services, job_id: str, worker_id: str) -> None:
-        self.services = services
-        self.jobs = services.jobs
-        self.store = services.ctx.store
+    def __init__(self, jobs: JobProtocol, store: ObjectStore, settings: Settings, job_id: str,
+                 worker_id: str) -> None:
+        self.jobs = jobs
+        self.store = store
+        self.settings = settings
         self.job_id = job_id
         self.worker_id = worker_id
         # One directory per run: a run that lost its lease must not clean up the files of the
         # run that took the job over on the same host.
-        self.workdir = (services.ctx.settings.data_dir / "work" / job_id
-                        / f"run-{uuid.uuid4().hex[:8]}")
-        self.stop_request: str | None = None  # "cancel" | "pause", read by the training thread
+        self.workdir = settings.data_dir / "work" / job_id / f"run-{uuid.uuid4().hex[:8]}"
+        self.stop_request: StopRequest | None = None  # read by the training thread
         self.lease_lost = False
         self.loop = asyncio.get_running_loop()
-        self.lease_seconds = services.ctx.settings.worker_lease_seconds
-        self.poll_seconds = services.ctx.settings.worker_control_poll_seconds
+        self.lease_seconds = settings.worker_lease_seconds
+        self.poll_seconds = settings.worker_control_poll_seconds
+        self.writes: BackgroundWrites | None = None  # while training runs
 
     # ---- entry point -------------------------------------------------------------------
 
@@ -77,7 +96,7 @@ class JobRunner:
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
-            self.stop_request = self.stop_request or "cancel"
+            self.stop_request = self.stop_request or StopRequest.CANCEL
             with contextlib.suppress(Exception):
                 await work
             with contextlib.suppress(Exception):
@@ -151,13 +170,13 @@ class JobRunner:
         if status is None or status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             self._lose_lease()
         elif status == JobStatus.CANCELLED:
-            self.stop_request = "cancel"
+            self.stop_request = StopRequest.CANCEL
         elif status == JobStatus.PAUSED:
-            self.stop_request = self.stop_request or "pause"
+            self.stop_request = self.stop_request or StopRequest.PAUSE
 
     def _lose_lease(self) -> None:
         self.lease_lost = True
-        self.stop_request = "cancel"  # stop at the next step and save nothing
+        self.stop_request = StopRequest.CANCEL  # stop at the next step and save nothing
 
     async def _still_running(self) -> bool:
         """The run may go on writing: it holds a live lease and the job is `running`."""
@@ -179,7 +198,7 @@ class JobRunner:
         try:
             train_path, valid_path = await self._download_files(spec)
             model_dir = await self._base_model(spec)
-            await self._validate(
+            files = await self._validate(
                 spec, train_path, valid_path, model_dir, report=status == JobStatus.VALIDATING_FILES
             )
         except DataError as exc:
@@ -209,7 +228,7 @@ class JobRunner:
         ):
             return "stopped before training"
         try:
-            return await self._train(spec, model_dir, train_path, valid_path)
+            return await self._train(spec, model_dir, train_path, valid_path, files)
         except TrainingError as exc:
             await self.jobs.fail(
                 self.job_id, code=exc.code, message=exc.message, worker_id=self.worker_id
@@ -228,20 +247,9 @@ class JobRunner:
         return train_path, valid_path
 
     async def _base_model(self, spec: JobSpec) -> Path:
-        from trainer.base_models import prepare_base_model
+        from tuneforge.base_models import base_model_directory
 
-        entry = self.services.ctx.settings.base_model(spec.model)
-        path = entry.path if entry else ""
-        cache = self.services.ctx.settings.effective_model_cache_dir
-        if path.startswith("s3://"):
-            local = cache / spec.model
-            if not local.exists():
-                bucket_prefix = path.removeprefix("s3://").split("/", 1)[1]
-                tmp = cache / f".{spec.model}.{uuid.uuid4().hex[:6]}"
-                await self.store.download_prefix(bucket_prefix, tmp)
-                await asyncio.to_thread(tmp.rename, local)
-            path = str(local)
-        return await asyncio.to_thread(prepare_base_model, spec.model, path, cache)
+        return await asyncio.to_thread(base_model_directory, self.settings, spec.model)
 
     async def _validate(
         self,
@@ -251,19 +259,13 @@ class JobRunner:
         model_dir: Path,
         *,
         report: bool,
-    ) -> None:
-        from trainer.data import load_dataset_file
-        from trainer.errors import INVALID_VALIDATION_FILE, DataError
+    ) -> ValidatedFiles:
+        from trainer.data import validate_files
 
-        data = await asyncio.to_thread(load_dataset_file, train_path, spec.method)
-        if valid_path is not None:
-            try:
-                await asyncio.to_thread(load_dataset_file, valid_path, spec.method, min_examples=1)
-            except DataError as exc:
-                raise DataError(INVALID_VALIDATION_FILE, exc.message, exc.line) from exc
+        files = await asyncio.to_thread(validate_files, train_path, valid_path, spec.method)
         if not report:
-            return
-        summary = await asyncio.to_thread(_data_report, data, model_dir)
+            return files
+        summary = await asyncio.to_thread(_data_report, files.train, model_dir)
         tokens = summary.get("tokens_per_example") or {}
         await self._event(
             f"Training file: {summary.get('n_examples')} examples in format "
@@ -273,30 +275,31 @@ class JobRunner:
         )
         for warning in summary.get("warnings", []):
             await self._event(f"Data warning: {warning}", level=EventLevel.WARN)
+        return files
 
     async def _train(
-        self, spec: JobSpec, model_dir: Path, train_path: Path, valid_path: Path | None
+        self, spec: JobSpec, model_dir: Path, train_path: Path, valid_path: Path | None,
+        files: ValidatedFiles,
     ) -> str:
         from trainer.train import TrainCallbacks, train
 
-        served_name = spec.model
         model_name = fine_tuned_model_name(
             spec.model, spec.organization_id, spec.suffix, spec.job_id
         )
         resume_from = await self._latest_checkpoint()
         if resume_from is not None:
             await self._event(f"Resuming from checkpoint {resume_from.name}")
+        writes = self.writes = BackgroundWrites(self.loop, on_failure=self._write_failed)
         callbacks = TrainCallbacks(
-            on_message=lambda message, level: self._call(
-                self._event(message, level=EventLevel(level))
+            on_message=lambda message, level: writes.record(
+                lambda: self._event(message, level=EventLevel(level))
             ),
-            on_metrics=lambda metrics: self._call(self._metrics(metrics)),
-            on_checkpoint=lambda step, path, metrics: self._call(
-                self._checkpoint(step, path, metrics, model_name)
+            on_metrics=lambda metrics: writes.record(lambda: self._metrics(dict(metrics))),
+            on_checkpoint=lambda step, path, metrics: self._hand_over_checkpoint(
+                step, path, dict(metrics), model_name
             ),
             should_stop=lambda: self.stop_request,
         )
-        output_dir = self.workdir / "output"
         training = asyncio.ensure_future(
             asyncio.to_thread(
                 train,
@@ -304,20 +307,27 @@ class JobRunner:
                 model_dir,
                 train_path,
                 valid_path,
-                output_dir,
+                self.workdir / "output",
                 callbacks,
-                served_model_name=served_name,
+                served_model_name=spec.model,
                 resume_from=resume_from,
                 max_length=MAX_LENGTH,
+                files=files,
             )
         )
         try:
-            result = await asyncio.shield(training)
-        except asyncio.CancelledError:  # arq aborted the task: stop the thread, then leave
-            self.stop_request = "cancel"
-            with contextlib.suppress(Exception):
-                await training
-            raise
+            try:
+                result = await asyncio.shield(training)
+            except asyncio.CancelledError:  # arq aborted the task: stop the thread, then leave
+                self.stop_request = StopRequest.CANCEL
+                with contextlib.suppress(Exception):
+                    await training
+                raise
+        finally:
+            # Nothing of the run may still be writing when it publishes, pauses or ends: a
+            # pause's checkpoint is recorded before the run lets go of the job.
+            await writes.close()
+        writes.raise_failure()
         if self.lease_lost:
             raise LeaseLost(self.job_id)
         await self.jobs.update_progress(
@@ -330,27 +340,39 @@ class JobRunner:
             return result.status  # paused or cancelled: the state was changed by the user
         return await self._publish(spec, result, model_name)
 
+    def _write_failed(self, exc: BaseException) -> None:
+        """A background write failed: stop training at the next step, saving nothing; the run
+        then raises the failure as if the training thread had hit it."""
+        if isinstance(exc, LeaseLost):
+            self._lose_lease()
+        else:
+            self.stop_request = StopRequest.CANCEL
+
     async def _publish(self, spec: JobSpec, result: Any, model_name: str) -> str:
         """Upload the results and make the model servable, then succeed in one transaction
         that also records the results file. Each step first checks that the run may still
         write; a run that loses the race at the end leaves no file and no model behind."""
         if not await self._still_running():
             return await self._not_published()
-        prefix = job_prefix(spec.job_id)
         await self._event("Training finished; uploading the adapter")
-        await self.store.upload_dir(result.adapter_dir, f"{prefix}/adapter")
+        await self.store.upload_dir(result.adapter_dir, adapter_prefix(spec.job_id))
         if result.merged_dir is not None:
-            await self.store.upload_dir(result.merged_dir, f"{prefix}/merged")
+            await self.store.upload_dir(result.merged_dir, merged_prefix(spec.job_id))
         results_file = None
         if result.results_csv is not None:
             data = await asyncio.to_thread(Path(result.results_csv).read_bytes)
             results_file = ResultsFile(new_id("file-"), "step_metrics.csv", len(data))
             await self.store.put_bytes(file_key(results_file.file_id), data, "text/csv")
-            await self.store.put_bytes(f"{prefix}/results.csv", data, "text/csv")
+            await self.store.put_bytes(results_key(spec.job_id), data, "text/csv")
         try:
             if not await self._still_running():
                 return await self._not_published(results_file)
-            await self._make_servable(spec, model_name)
+            refused = await self._make_servable(spec, model_name)
+            if refused is not None:
+                await self.jobs.fail(self.job_id, code="adapter_load_failed", message=refused,
+                                     worker_id=self.worker_id)
+                await self._not_published(results_file)
+                return "failed: adapter_load_failed"
             if await self.jobs.succeed(
                 self.job_id,
                 fine_tuned_model=model_name,
@@ -375,10 +397,9 @@ class JobRunner:
         merged weights and results this run may have uploaded."""
         status = await self.jobs.status(self.job_id)
         if status in (JobStatus.CANCELLED, JobStatus.FAILED) and not self.lease_lost:
-            prefix = job_prefix(self.job_id)
-            for part in ("adapter/", "merged/"):
-                await self.store.delete_prefix(f"{prefix}/{part}")
-            await self.store.delete(f"{prefix}/results.csv")
+            for prefix in published_prefixes(self.job_id):
+                await self.store.delete_prefix(prefix)
+            await self.store.delete(results_key(self.job_id))
         return status
 
     async def _discard(self, results_file: ResultsFile | None) -> None:
@@ -386,30 +407,41 @@ class JobRunner:
             with contextlib.suppress(Exception):
                 await self.store.delete(file_key(results_file.file_id))
 
-    async def _make_servable(self, spec: JobSpec, model_name: str) -> None:
-        """Hook for the serving plane: load the adapter on every replica before success."""
-        try:
-            from serving.hotload import make_servable
-        except ImportError:
-            return
-        seconds = await make_servable(
-            self.services.ctx.settings,
-            self.store,
-            model_name=model_name,
-            base_model=spec.model,
-            adapter_prefix=f"{job_prefix(spec.job_id)}/adapter",
-        )
-        if seconds is not None:
-            await self._event(
-                f"Model {model_name} is ready: first token {seconds * 1000:.0f} ms "
-                "after training ended",
-                data={"ready_seconds": seconds},
-            )
+    async def _make_servable(self, spec: JobSpec, model_name: str) -> str | None:
+        """Ask the serving plane (in the API process) to load the adapter on every replica of
+        the base model, and wait until it has, before the job succeeds. Returns the plane's
+        error when a replica refused the adapter. Without a server for the base model, or
+        when none answers within `serving.hot_load_timeout_seconds`, the job succeeds anyway:
+        the plane loads the model once a server is up."""
+        if not any(s.base_model == spec.model for s in self.settings.inference_servers()):
+            return None
+        request_id = await self.jobs.request_serving(
+            self.job_id, self.worker_id, model=model_name, base_model=spec.model,
+            adapter_prefix=adapter_prefix(spec.job_id))
+        deadline = self.loop.time() + self.settings.serving.hot_load_timeout_seconds
+        while self.stop_request is None and not self.lease_lost:
+            state = await self.jobs.serving_state(request_id)
+            if state is None:
+                return None
+            if state.error is not None:
+                return state.error
+            if state.ready_at is not None:
+                seconds = max(0.0, state.ready_at - state.requested_at)
+                await self._event(
+                    f"Model {model_name} is ready: first token {seconds * 1000:.0f} ms "
+                    "after training ended",
+                    data={"ready_seconds": seconds},
+                )
+                return None
+            if self.loop.time() >= deadline:
+                log.warning("job %s: %s was not loaded within %.0f s; it loads when a server "
+                            "for %s is up", self.job_id, model_name,
+                            self.settings.serving.hot_load_timeout_seconds, spec.model)
+                return None
+            await asyncio.sleep(SERVING_POLL_SECONDS)
+        return None  # cancelled or lease lost: `succeed` will not go through
 
-    # ---- callbacks from the training thread ----------------------------------------------
-
-    def _call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+    # ---- writes of the training thread, run on the event loop ----------------------------
 
     async def _event(self, message: str, *, level: EventLevel = EventLevel.INFO,
                      type: EventType = EventType.MESSAGE,
@@ -438,13 +470,26 @@ class JobRunner:
             data=fields,
         )
 
+    def _hand_over_checkpoint(self, step: int, path: Path, metrics: dict[str, Any],
+                              model_name: str) -> None:
+        """On the training thread: take the directory the Trainer saved out of its reach (its
+        `save_total_limit` rotation, or a second save at the same step, would change it under
+        the upload), then queue its upload. Moving is a rename within the work directory."""
+        writes = self.writes
+        if writes is None or self.lease_lost:
+            return
+        staged = self.workdir / "checkpoint-uploads" / f"step-{step}"
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staged, ignore_errors=True)
+        path.rename(staged)
+        writes.upload(lambda: self._checkpoint(step, staged, metrics, model_name))
+
     async def _checkpoint(
         self, step: int, path: Path, metrics: dict[str, Any], model_name: str
     ) -> None:
         if self.lease_lost:
             raise LeaseLost(self.job_id)
-        prefix = f"{job_prefix(self.job_id)}/checkpoints/step-{step}"
-        await self.store.upload_dir(path, prefix)
+        await self.store.upload_dir(path, checkpoint_prefix(self.job_id, step))
         await self.jobs.add_checkpoint(
             self.job_id,
             step=step,
@@ -459,9 +504,9 @@ class JobRunner:
         for old in (await self.jobs.checkpoints(self.job_id))[:-KEEP_CHECKPOINTS]:
             await self.jobs.remove_checkpoint(old.id, job_id=self.job_id,
                                               worker_id=self.worker_id)
-            await self.store.delete_prefix(
-                f"{job_prefix(self.job_id)}/checkpoints/step-{old.step_number}/"
-            )
+            await self.store.delete_prefix(as_dir(checkpoint_prefix(self.job_id,
+                                                                   old.step_number)))
+        await asyncio.to_thread(shutil.rmtree, path, True)
 
     async def _latest_checkpoint(self) -> Path | None:
         checkpoints = await self.jobs.checkpoints(self.job_id)
@@ -469,9 +514,7 @@ class JobRunner:
             return None
         step = checkpoints[-1].step_number
         local = self.workdir / "resume" / f"step-{step}"
-        found = await self.store.download_prefix(
-            f"{job_prefix(self.job_id)}/checkpoints/step-{step}", local
-        )
+        found = await self.store.download_prefix(checkpoint_prefix(self.job_id, step), local)
         return local if found else None
 
 

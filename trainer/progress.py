@@ -15,6 +15,9 @@ from transformers import TrainerCallback
 
 from trainer.errors import NAN_LOSS, TrainingError
 from trainer.results import ResultsCsv
+from trainer.stop import StopRequest
+
+__all__ = ["ProgressBridge", "RunState", "StopRequest", "TrainCallbacks", "read_run_state"]
 
 STATE_FILE = "tuneforge_state.json"
 
@@ -31,7 +34,7 @@ def _noop_checkpoint(step: int, path: Path, metrics: dict[str, Any]) -> None:
     return None
 
 
-def _never_stop() -> str | None:
+def _never_stop() -> StopRequest | None:
     return None
 
 
@@ -45,8 +48,12 @@ class TrainCallbacks:
     on_metrics: Callable[[dict[str, Any]], None] = _noop_metrics
     # (step, checkpoint dir: a PEFT adapter dir with optimizer/scheduler/rng state, metrics)
     on_checkpoint: Callable[[int, Path, dict[str, Any]], None] = _noop_checkpoint
-    # polled between steps: None, "cancel" or "pause"
-    should_stop: Callable[[], str | None] = _never_stop
+    # polled between steps: None or a StopRequest
+    should_stop: Callable[[], StopRequest | None] = _never_stop
+
+    def stop_request(self) -> StopRequest | None:
+        value = self.should_stop()
+        return StopRequest(value) if value else None
 
 
 def _finite(value: Any) -> float | None:
@@ -72,7 +79,7 @@ class RunState:
 
     total_steps: int = 0
     tokens_offset: int = 0  # trained tokens before this process (resume)
-    stop_reason: str | None = None
+    stop_reason: StopRequest | None = None
     last_metrics: dict[str, Any] = field(default_factory=dict)
     last_checkpoint: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -127,13 +134,13 @@ class ProgressBridge(TrainerCallback):
             # Time resumed runs from their first step on (loading and skipping excluded).
             self._t0 = time.time()
             self._step0 = state.global_step
-        reason = self.callbacks.should_stop()
-        if reason == "cancel":
-            self.run.stop_reason = "cancel"
+        reason = self.callbacks.stop_request()
+        if reason == StopRequest.CANCEL:
+            self.run.stop_reason = reason
             control.should_training_stop = True
             control.should_save = False
-        elif reason == "pause":
-            self.run.stop_reason = "pause"
+        elif reason == StopRequest.PAUSE:
+            self.run.stop_reason = reason
             control.should_training_stop = True
             control.should_save = True
             control.should_log = True
@@ -142,7 +149,7 @@ class ProgressBridge(TrainerCallback):
     def on_epoch_end(self, args, state, control, **kwargs):
         # The Trainer runs its epoch-end save also when a stop request ends the loop early:
         # a cancelled run saves nothing.
-        if self.run.stop_reason == "cancel":
+        if self.run.stop_reason == StopRequest.CANCEL:
             control.should_save = False
         return control
 
@@ -208,7 +215,7 @@ class ProgressBridge(TrainerCallback):
             **self.run.last_metrics,
             "step": step,
             "epoch": state.epoch,
-            "reason": "pause" if self.run.stop_reason == "pause" else "epoch",
+            "reason": "pause" if self.run.stop_reason == StopRequest.PAUSE else "epoch",
         }
         self.callbacks.on_checkpoint(step, path, metrics)
 

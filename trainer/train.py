@@ -21,12 +21,9 @@ from typing import Any, Literal
 
 import torch
 
-from trainer.base_models import offline
-from trainer.data import load_dataset_file
+from trainer.data import ValidatedFiles, validate_files
 from trainer.encode import ChatFormatter
 from trainer.errors import (
-    INVALID_TRAINING_FILE,
-    INVALID_VALIDATION_FILE,
     OUT_OF_MEMORY,
     TRAINING_FAILED,
     TrainingError,
@@ -38,10 +35,12 @@ from trainer.modeling import load_base_model, load_tokenizer, peft_lora_config
 from trainer.planning import JobPlan, plan_job
 from trainer.progress import ProgressBridge, RunState, TrainCallbacks, read_run_state
 from trainer.results import ResultsCsv
+from trainer.stop import StopRequest
 from trainer.tokenized import dpo_rows, sft_rows, to_dataset
+from tuneforge.base_models import offline
 from tuneforge.domain import JobSpec, MethodType, Quantization, ResolvedHyperparameters
 
-__all__ = ["TrainCallbacks", "TrainResult", "TrainingError", "train"]
+__all__ = ["StopRequest", "TrainCallbacks", "TrainResult", "TrainingError", "train"]
 
 Status = Literal["succeeded", "paused", "cancelled"]
 Say = Callable[..., None]
@@ -79,10 +78,13 @@ def _load_data(
     validation_file: Path | None,
     max_length: int,
     say: Say,
+    files: ValidatedFiles | None,
 ) -> _Data:
     method = MethodType(spec.method)
     rows_fn = dpo_rows if method == MethodType.DPO else sft_rows
-    train_data = load_dataset_file(train_file, method, min_examples=1, code=INVALID_TRAINING_FILE)
+    if files is None:  # the library used on its own; the worker passes what it validated
+        files = validate_files(train_file, validation_file, method, min_examples=1)
+    train_data = files.train
     rows, stats = rows_fn(train_data.examples, formatter, max_length)
     if not rows:
         raise TrainingError(
@@ -102,11 +104,8 @@ def _load_data(
             "warn",
         )
     valid = None
-    if validation_file is not None:
-        valid_data = load_dataset_file(
-            validation_file, method, min_examples=1, code=INVALID_VALIDATION_FILE
-        )
-        valid_rows, _ = rows_fn(valid_data.examples, formatter, max_length)
+    if files.valid is not None:
+        valid_rows, _ = rows_fn(files.valid.examples, formatter, max_length)
         if valid_rows:
             valid = to_dataset(valid_rows)
             say(f"Validation data: {len(valid_rows)} examples")
@@ -243,6 +242,7 @@ def train(
     device: str | None = None,
     cpu_threads: int | None = None,
     merge: bool = True,
+    files: ValidatedFiles | None = None,
 ) -> TrainResult:
     """Fine-tune `base_model_dir` on `train_file` as `spec` says; see the module docstring.
 
@@ -250,7 +250,9 @@ def train(
     steps) and `valid_every` (steps between validation-batch metrics; default about 10 per run)
     tune reporting. `device` forces "cpu" or "cuda"; `cpu_threads` sets torch's intra-op
     threads on CPU (default: the cores not kept busy by other processes). `merge=False` skips
-    the merged model. Raises `TrainingError` (NaN loss, out of memory) and `DataError`.
+    the merged model. `files` are the examples the caller already validated from `train_file`
+    and `validation_file` (read from them otherwise). Raises `TrainingError` (NaN loss, out of
+    memory) and `DataError`.
     """
     offline()
     base_model_dir, output_dir = Path(base_model_dir), Path(output_dir)
@@ -270,7 +272,7 @@ def train(
             "by rendering conversation prefixes",
             "warn",
         )
-    data = _load_data(spec, formatter, train_file, validation_file, max_length, say)
+    data = _load_data(spec, formatter, train_file, validation_file, max_length, say, files)
     prior = read_run_state(resume_from) if resume_from else {}
     plan = plan_job(
         spec,
@@ -305,13 +307,13 @@ def train(
             **kwargs,
         )
 
-    early = callbacks.should_stop()
-    if early in ("cancel", "pause"):
+    early = callbacks.stop_request()
+    if early is not None:
         return result(
-            "cancelled" if early == "cancel" else "paused",
+            "cancelled" if early == StopRequest.CANCEL else "paused",
             step=int(prior.get("step", 0)),
             trained_tokens=run.tokens_offset,
-            checkpoint_dir=resume_from if early == "pause" else None,
+            checkpoint_dir=resume_from if early == StopRequest.PAUSE else None,
         )
 
     results = ResultsCsv(output_dir / "results.csv")
@@ -373,9 +375,9 @@ def train(
         trained_tokens = bridge.trained_tokens()
         results_csv = results.write()
 
-        if run.stop_reason in ("cancel", "pause"):
+        if run.stop_reason is not None:
             _release(trainer)
-            paused = run.stop_reason == "pause"
+            paused = run.stop_reason == StopRequest.PAUSE
             saved = (run.last_checkpoint.name.removeprefix("checkpoint-")
                      if run.last_checkpoint else None)
             say(

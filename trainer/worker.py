@@ -11,9 +11,10 @@ from typing import Any
 
 from arq.worker import Worker, func
 
+from server.db.session import create_engine, create_sessionmaker
+from server.job_protocol import JobProtocol
 from server.queue import TRAIN_TASK, job_deserializer, job_serializer, redis_pool
-from server.service import Services
-from server.service.context import Context
+from server.storage import ObjectStore
 from trainer.job_runner import JobRunner, worker_identity
 from tuneforge.settings import Settings
 
@@ -24,23 +25,29 @@ JOB_TIMEOUT_SECONDS = 7 * 24 * 3600
 
 
 async def run_fine_tuning_job(ctx: dict[str, Any], job_id: str) -> str:
-    runner = JobRunner(ctx["services"], job_id, ctx["worker_id"])
+    runner = JobRunner(ctx["jobs"], ctx["store"], ctx["settings"], job_id, ctx["worker_id"])
     outcome = await runner.run()
     log.info("job %s: %s", job_id, outcome)
     return outcome
 
 
 def create_worker(settings: Settings) -> Worker:
-    services = Services(Context.from_settings(settings))
+    """The worker talks to the control plane through the job protocol (DB) and the object
+    store only; the queue delivers job ids."""
+    engine = create_engine(settings.effective_database_url)
+    store = ObjectStore(settings.s3, settings.storage)
 
     async def startup(ctx: dict[str, Any]) -> None:
-        await services.ctx.store.ensure_bucket()
-        ctx["services"] = services
+        await store.ensure_bucket()
+        ctx["jobs"] = JobProtocol(create_sessionmaker(engine), settings)
+        ctx["store"] = store
+        ctx["settings"] = settings
         ctx["worker_id"] = worker_identity()
         log.info("worker %s ready on queue %s", ctx["worker_id"], settings.queue_name)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
-        await services.ctx.close()
+        await engine.dispose()
+        store.close()
 
     return Worker(
         functions=[func(run_fine_tuning_job, name=TRAIN_TASK)],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tuneforge.domain import now
@@ -157,3 +157,24 @@ class FineTunedModel(Base):
     base_model: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     deleted_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ServingRequest(Base):
+    """A worker's request that the serving plane load a just-trained model on every replica
+    of its base model. The worker writes it (under its lease) before the job succeeds; the API
+    process's serving plane, the only writer of vLLM's adapter sets, loads the adapter and
+    answers by setting `ready_at` (or `error`). Works across machines: only the DB is shared."""
+
+    __tablename__ = "serving_requests"
+
+    seq: Mapped[int] = seq_column()
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    model: Mapped[str] = mapped_column(String(512), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    base_model: Mapped[str] = mapped_column(String(256))
+    adapter_prefix: Mapped[str] = mapped_column(String(1024))
+    # Wall-clock seconds (float): the plane reports how long loading took from the request.
+    requested_at: Mapped[float] = mapped_column(Float)
+    ready_at: Mapped[float | None] = mapped_column(Float)
+    replicas: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)

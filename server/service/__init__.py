@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from server.job_protocol import JobProtocol
 from server.service.context import Context
 from server.service.files import FileService
 from server.service.jobs import JobService
@@ -15,4 +16,7 @@ class Services:
         self.files = FileService(ctx)
         self.uploads = UploadService(ctx, self.files)
         self.jobs = JobService(ctx)
+        # The worker's side of a job; the worker builds its own from the DB alone. Here for
+        # in-process callers that act as a worker would (tests, benchmarks).
+        self.protocol = JobProtocol(ctx.sessions, ctx.settings)
         self.models = ModelService(ctx)

@@ -1,7 +1,9 @@
-"""Fine-tuning jobs: creation rules and the state machine.
+"""Fine-tuning jobs: the public API (creation rules, list/get, the user's transitions) and
+what the reconciler does to jobs whose queue entry or worker was lost.
 
-Every transition is one transaction whose UPDATE is guarded by the current status, so two
-actors (a user's cancel, a worker's finish) can never both win.
+The worker's side (lease, progress, checkpoints, success) is `server.job_protocol`; its
+guarded-transition and event helpers are the ones used here, so a user's cancel and a
+worker's finish are decided by the same kind of transaction and can never both win.
 """
 
 from __future__ import annotations
@@ -11,15 +13,14 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth import Principal
-from server.db.models import File, FineTunedModel, Job, JobCheckpoint, JobEvent
-from server.errors import conflict, invalid, not_found
+from server.db.models import File, Job, JobCheckpoint, JobEvent
+from server.job_protocol import lease_is_free, record_event, status_values, transition
 from server.service.context import Context
 from server.service.objects import (
     CheckpointObject,
@@ -34,18 +35,16 @@ from server.service.objects import (
 from server.service.pagination import Order, check_limit, fetch_page, scoped
 from server.service.requests import JobCreateRequest
 from tuneforge.domain import (
-    ACTIVE_STATUSES,
     DpoHyperparameters,
     EventLevel,
-    EventType,
     FilePurpose,
-    JobSpec,
     JobStatus,
     LoraConfig,
     MethodType,
     new_id,
     now,
 )
+from tuneforge.errors import conflict, invalid, not_found
 
 log = logging.getLogger(__name__)
 
@@ -59,33 +58,6 @@ def first_queue_job_id(job_id: str) -> str:
 def next_queue_job_id(current: str | None, job_id: str) -> str:
     attempt = int(current.rsplit(":", 1)[1]) if current and ":" in current else 0
     return f"{job_id}:{attempt + 1}"
-
-
-def _statuses(statuses: Iterable[JobStatus]) -> list[str]:
-    return [s.value for s in statuses]
-
-
-def _holds_lease(worker_id: str) -> tuple[Any, ...]:
-    """WHERE clauses: `worker_id` holds the job's lease and it has not lapsed."""
-    return Job.lease_owner == worker_id, Job.lease_expires_at >= now()
-
-
-class LeaseLost(Exception):
-    """The worker no longer holds the job's lease: another worker, or nobody, owns it now.
-    Nothing the old run would write may land."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"lost the lease on {job_id}")
-        self.job_id = job_id
-
-
-@dataclass(frozen=True)
-class ResultsFile:
-    """The results file a successful run records with its success (its object already in S3)."""
-
-    file_id: str
-    filename: str
-    size: int
 
 
 class JobService:
@@ -124,10 +96,11 @@ class JobService:
             )
             session.add(row)
             await session.flush()
-            await self._event(session, job_id, f"Created fine-tuning job: {job_id}")
-            await self._event(session, job_id, f"Validating training file: {row.training_file}"
-                              + (f" and validation file: {row.validation_file}"
-                                 if row.validation_file else ""))
+            await record_event(session, job_id, f"Created fine-tuning job: {job_id}")
+            await record_event(session, job_id,
+                               f"Validating training file: {row.training_file}"
+                               + (f" and validation file: {row.validation_file}"
+                                  if row.validation_file else ""))
             await session.commit()
         await self._enqueue(job_id, row.queue_job_id)
         return job_object(row)
@@ -266,16 +239,16 @@ class JobService:
                                **values: Any) -> Job:
         async with self.ctx.sessions() as session, session.begin():
             await self._row(session, principal, job_id)  # 404 for another tenant's job
-            if not await self._transition(session, job_id, allowed, to,
-                                          require_free_lease=require_free_lease, **values):
+            if not await transition(session, job_id, allowed, to,
+                                    require_free_lease=require_free_lease, **values):
                 current = (await session.execute(
                     select(Job.status).where(Job.id == job_id))).scalar_one()
-                if require_free_lease and current in _statuses(allowed):
+                if require_free_lease and current in status_values(allowed):
                     raise conflict(f"Cannot {verb} fine-tuning job {job_id} yet: its worker is "
                                    "still stopping. Retry in a few seconds.",
                                    code="job_still_stopping")
                 raise conflict(f"Cannot {verb} fine-tuning job {job_id}: it is {current}.")
-            await self._event(session, job_id, message)
+            await record_event(session, job_id, message)
         async with self.ctx.sessions() as session:
             return await self._row(session, principal, job_id)
 
@@ -300,174 +273,12 @@ class JobService:
                 JobCheckpoint, after=after, limit=limit)
         return ListPage[CheckpointObject](**page([checkpoint_object(r) for r in rows], has_more))
 
-    # ---- the worker's side (trusted callers: no tenant check) -----------------------------
-
-    async def spec(self, job_id: str) -> JobSpec | None:
-        async with self.ctx.sessions() as session:
-            row = (await session.execute(select(Job).where(Job.id == job_id))).scalar_one_or_none()
-        if row is None:
-            return None
-        return JobSpec(
-            job_id=row.id, organization_id=row.organization_id, model=row.model,
-            method=MethodType(row.method), training_file=row.training_file,
-            validation_file=row.validation_file,
-            hyperparameters=DpoHyperparameters(**row.hyperparameters),
-            lora=LoraConfig(**row.lora), seed=row.seed, suffix=row.suffix,
-        )
-
-    async def status(self, job_id: str) -> JobStatus | None:
-        async with self.ctx.sessions() as session:
-            value = (await session.execute(
-                select(Job.status).where(Job.id == job_id))).scalar_one_or_none()
-        return JobStatus(value) if value else None
-
-    async def claim(self, job_id: str, worker_id: str, lease_seconds: int) -> bool:
-        """Take the job's lease if nobody else holds a live one. A job never trains on two
-        workers at once: only the lease holder may move it forward."""
-        t = now()
-        async with self.ctx.sessions() as session, session.begin():
-            result = await session.execute(
-                update(Job).where(
-                    Job.id == job_id,
-                    Job.status.in_(_statuses(ACTIVE_STATUSES)),
-                    (Job.lease_owner.is_(None)) | (Job.lease_expires_at < t)
-                    | (Job.lease_owner == worker_id),
-                ).values(lease_owner=worker_id, lease_expires_at=t + lease_seconds)
-            )
-            return result.rowcount == 1
-
-    async def heartbeat(self, job_id: str, worker_id: str, lease_seconds: int) -> JobStatus | None:
-        """Renew a live lease; returns the job's status, or None if the lease was lost (taken
-        by another worker, released, or lapsed)."""
-        async with self.ctx.sessions() as session, session.begin():
-            result = await session.execute(
-                update(Job).where(Job.id == job_id, *_holds_lease(worker_id))
-                .values(lease_expires_at=now() + lease_seconds)
-            )
-            if result.rowcount != 1:
-                return None
-            value = (await session.execute(select(Job.status).where(Job.id == job_id))).scalar_one()
-        return JobStatus(value)
-
-    async def control(self, job_id: str, worker_id: str) -> JobStatus | None:
-        """What a running worker polls between heartbeats: the job's status, or None when it
-        no longer holds a live lease. One indexed read; no write."""
-        async with self.ctx.sessions() as session:
-            row = (await session.execute(
-                select(Job.status, Job.lease_owner, Job.lease_expires_at).where(Job.id == job_id)
-            )).one_or_none()
-        if row is None or row.lease_owner != worker_id or (row.lease_expires_at or 0) < now():
-            return None
-        return JobStatus(row.status)
-
-    async def release(self, job_id: str, worker_id: str) -> None:
-        async with self.ctx.sessions() as session, session.begin():
-            await session.execute(
-                update(Job).where(Job.id == job_id, Job.lease_owner == worker_id)
-                .values(lease_owner=None, lease_expires_at=None)
-            )
-
-    async def advance(self, job_id: str, allowed: Iterable[JobStatus], to: JobStatus, *,
-                      message: str | None = None, worker_id: str | None = None,
-                      **values: Any) -> bool:
-        """Guarded transition from the worker; with `worker_id`, only while holding the lease."""
-        async with self.ctx.sessions() as session, session.begin():
-            ok = await self._transition(session, job_id, allowed, to, worker_id=worker_id,
-                                        **values)
-            if ok and message:
-                await self._event(session, job_id, message)
-            return ok
-
-    async def update_progress(self, job_id: str, *, worker_id: str | None = None,
-                              **values: Any) -> None:
-        """Non-status fields a running job keeps current (trained_tokens, estimated_finish,
-        resolved_hyperparameters). With `worker_id`, only while holding the lease."""
-        async with self.ctx.sessions() as session, session.begin():
-            stmt = update(Job).where(Job.id == job_id)
-            if worker_id is not None:
-                stmt = stmt.where(*_holds_lease(worker_id))
-            result = await session.execute(stmt.values(**values))
-            if worker_id is not None and result.rowcount != 1:
-                raise LeaseLost(job_id)
-
-    async def succeed(self, job_id: str, *, fine_tuned_model: str, result_files: list[str],
-                      trained_tokens: int | None, worker_id: str | None = None,
-                      results_file: ResultsFile | None = None) -> bool:
-        """running → succeeded, the model servable and its results file recorded, all in one
-        transaction: a run that loses the race (cancel, pause, lost lease) records nothing."""
-        if results_file is not None:
-            result_files = [*result_files, results_file.file_id]
-        async with self.ctx.sessions() as session, session.begin():
-            ok = await self._transition(
-                session, job_id, (JobStatus.RUNNING,), JobStatus.SUCCEEDED, worker_id=worker_id,
-                fine_tuned_model=fine_tuned_model, result_files=result_files,
-                trained_tokens=trained_tokens, finished_at=now(), estimated_finish=None,
-                lease_owner=None, lease_expires_at=None,
-            )
-            if not ok:
-                return False
-            row = (await session.execute(select(Job).where(Job.id == job_id))).scalar_one()
-            session.add(FineTunedModel(id=fine_tuned_model, organization_id=row.organization_id,
-                                       job_id=job_id, base_model=row.model))
-            if results_file is not None:
-                session.add(File(id=results_file.file_id, organization_id=row.organization_id,
-                                 filename=results_file.filename,
-                                 purpose=FilePurpose.FINE_TUNE_RESULTS,
-                                 bytes=results_file.size, status="processed"))
-            await self._event(session, job_id, "The job has successfully completed")
-            return True
-
-    async def fail(self, job_id: str, *, code: str, message: str, param: str | None = None,
-                   worker_id: str | None = None) -> bool:
-        active = (*ACTIVE_STATUSES, JobStatus.PAUSED)
-        async with self.ctx.sessions() as session, session.begin():
-            ok = await self._transition(
-                session, job_id, active, JobStatus.FAILED, worker_id=worker_id,
-                error={"code": code, "message": message, "param": param}, finished_at=now(),
-                estimated_finish=None, lease_owner=None, lease_expires_at=None,
-            )
-            if ok:
-                await self._event(session, job_id, f"Fine-tuning job failed: {message}",
-                                  level=EventLevel.ERROR)
-            return ok
-
-    async def add_event(self, job_id: str, message: str, *, level: EventLevel = EventLevel.INFO,
-                        type: EventType = EventType.MESSAGE,
-                        data: dict[str, Any] | None = None,
-                        worker_id: str | None = None) -> None:
-        """With `worker_id`, written only while that worker holds the lease (else LeaseLost)."""
-        async with self.ctx.sessions() as session, session.begin():
-            await self._fence(session, job_id, worker_id)
-            await self._event(session, job_id, message, level=level, type=type, data=data)
-
-    async def add_checkpoint(self, job_id: str, *, step: int, metrics: dict[str, Any],
-                             model_name: str, worker_id: str | None = None) -> CheckpointObject:
-        row = JobCheckpoint(id=new_id("ftckpt-"), job_id=job_id, step_number=step,
-                            metrics=metrics, fine_tuned_model_checkpoint=model_name)
-        async with self.ctx.sessions() as session, session.begin():
-            await self._fence(session, job_id, worker_id)
-            session.add(row)
-        return checkpoint_object(row)
-
-    async def checkpoints(self, job_id: str) -> list[JobCheckpoint]:
-        """The job's checkpoints, oldest first."""
-        async with self.ctx.sessions() as session:
-            return list((await session.execute(
-                select(JobCheckpoint).where(JobCheckpoint.job_id == job_id)
-                .order_by(JobCheckpoint.step_number)
-            )).scalars())
-
-    async def remove_checkpoint(self, checkpoint_id: str, *, job_id: str | None = None,
-                                worker_id: str | None = None) -> None:
-        async with self.ctx.sessions() as session, session.begin():
-            if job_id is not None:
-                await self._fence(session, job_id, worker_id)
-            await session.execute(delete(JobCheckpoint).where(JobCheckpoint.id == checkpoint_id))
+    # ---- the reconciler's side -----------------------------------------------------------
 
     async def jobs_in(self, statuses: Iterable[JobStatus]) -> list[Job]:
         async with self.ctx.sessions() as session:
             return list((await session.execute(
-                select(Job).where(Job.status.in_(_statuses(statuses)))
+                select(Job).where(Job.status.in_(status_values(statuses)))
             )).scalars())
 
     async def requeue(self, job: Job, reason: str) -> str | None:
@@ -477,14 +288,13 @@ class JobService:
         async with self.ctx.sessions() as session, session.begin():
             result = await session.execute(
                 update(Job).where(Job.id == job.id, Job.status == job.status,
-                                  Job.queue_job_id == job.queue_job_id,
-                                  Job.lease_owner.is_(None) | (Job.lease_expires_at < now()))
+                                  Job.queue_job_id == job.queue_job_id, lease_is_free())
                 .values(status=moved_to, queue_job_id=queue_job_id, lease_owner=None,
                         lease_expires_at=None, updated_at=now())
             )
             if result.rowcount != 1:
                 return None
-            await self._event(session, job.id, reason, level=EventLevel.WARN)
+            await record_event(session, job.id, reason, level=EventLevel.WARN)
         await self._enqueue(job.id, queue_job_id)
         return queue_job_id
 
@@ -497,34 +307,3 @@ class JobService:
             await self.ctx.queue.enqueue(queue_job_id, job_id)
         except Exception:  # the reconciler re-enqueues it once the queue is back
             log.warning("could not enqueue %s; the reconciler will retry", job_id, exc_info=True)
-
-    async def _transition(self, session: AsyncSession, job_id: str,
-                          allowed: Iterable[JobStatus], to: JobStatus, *,
-                          worker_id: str | None = None, require_free_lease: bool = False,
-                          **values: Any) -> bool:
-        stmt = update(Job).where(Job.id == job_id, Job.status.in_(_statuses(allowed)))
-        if worker_id is not None:
-            stmt = stmt.where(*_holds_lease(worker_id))
-        if require_free_lease:
-            stmt = stmt.where(Job.lease_owner.is_(None) | (Job.lease_expires_at < now()))
-        result = await session.execute(stmt.values(status=to, updated_at=now(), **values))
-        return result.rowcount == 1
-
-    async def _fence(self, session: AsyncSession, job_id: str, worker_id: str | None) -> None:
-        """Inside a worker's write transaction: lock the job row and check the lease, so the
-        write commits only while `worker_id` holds a live lease (a no-op without worker_id)."""
-        if worker_id is None:
-            return
-        result = await session.execute(
-            update(Job).where(Job.id == job_id, *_holds_lease(worker_id))
-            .values(lease_owner=worker_id))
-        if result.rowcount != 1:
-            raise LeaseLost(job_id)
-
-    async def _event(self, session: AsyncSession, job_id: str, message: str, *,
-                     level: EventLevel = EventLevel.INFO, type: EventType = EventType.MESSAGE,
-                     data: dict[str, Any] | None = None) -> None:
-        session.add(JobEvent(id=new_id("ftevent-"), job_id=job_id, level=level, type=type,
-                             message=message, data=data))
-        await session.flush()
-

@@ -11,7 +11,7 @@ from sqlalchemy import update
 
 from server.auth import Authenticator, create_key, hash_key
 from server.db.models import ApiKey
-from server.errors import ApiError
+from tuneforge.errors import ApiError
 
 
 async def test_keys_are_checked_remembered_and_revoked(services) -> None:  # type: ignore[no-untyped-def]

@@ -10,18 +10,19 @@ import openai
 import pytest
 import redis.asyncio as aioredis
 
-from server.service.jobs import LeaseLost, ResultsFile
+from server.job_protocol import LeaseLost, ResultsFile
 from tests.store.test_reconciler import wait_for
 from tests.store.test_state_machine import MODEL, new_job
 from tuneforge.domain import JobStatus, new_id
+from tuneforge.layout import adapter_prefix
 
 
 async def running_job(client: openai.OpenAI, services, worker: str,  # type: ignore[no-untyped-def]
                       lease_seconds: int = 60) -> str:
     job_id = new_job(client)
-    assert await services.jobs.claim(job_id, worker, lease_seconds)
-    assert await services.jobs.advance(job_id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
-                                       worker_id=worker)
+    assert await services.protocol.claim(job_id, worker, lease_seconds)
+    assert await services.protocol.advance(job_id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
+                                           worker_id=worker)
     return job_id
 
 
@@ -29,33 +30,42 @@ async def test_a_worker_that_lost_its_lease_writes_nothing(
     client: openai.OpenAI, services  # type: ignore[no-untyped-def]
 ) -> None:
     job_id = await running_job(client, services, "worker-old")
-    await services.jobs.add_event(job_id, "Step 1/9: train_loss=1.0", worker_id="worker-old")
+    await services.protocol.add_event(job_id, "Step 1/9: train_loss=1.0", worker_id="worker-old")
     # The lease lapses and another worker takes the job over.
-    assert await services.jobs.claim(job_id, "worker-old", -1)
-    assert await services.jobs.claim(job_id, "worker-new", 60)
-    assert await services.jobs.control(job_id, "worker-old") is None
-    assert await services.jobs.control(job_id, "worker-new") == JobStatus.RUNNING
+    assert await services.protocol.claim(job_id, "worker-old", -1)
+    assert await services.protocol.claim(job_id, "worker-new", 60)
+    assert await services.protocol.control(job_id, "worker-old") is None
+    assert await services.protocol.control(job_id, "worker-new") == JobStatus.RUNNING
     before = client.fine_tuning.jobs.list_events(job_id, limit=100).data
 
     with pytest.raises(LeaseLost):
-        await services.jobs.add_event(job_id, "Step 9/9: stale", worker_id="worker-old")
+        await services.protocol.add_event(job_id, "Step 9/9: stale", worker_id="worker-old")
     with pytest.raises(LeaseLost):
-        await services.jobs.update_progress(job_id, worker_id="worker-old", trained_tokens=9)
+        await services.protocol.update_progress(job_id, worker_id="worker-old", trained_tokens=9)
     with pytest.raises(LeaseLost):
-        await services.jobs.add_checkpoint(job_id, step=9, metrics={"step": 9},
-                                           model_name="stale", worker_id="worker-old")
-    assert not await services.jobs.succeed(job_id, fine_tuned_model=f"ft:{MODEL}:x::stale",
-                                           result_files=[], trained_tokens=9,
-                                           worker_id="worker-old")
-    assert not await services.jobs.fail(job_id, code="internal_error", message="stale",
-                                        worker_id="worker-old")
+        await services.protocol.add_checkpoint(job_id, step=9, metrics={"step": 9},
+                                               model_name="stale", worker_id="worker-old")
+    assert not await services.protocol.succeed(job_id, fine_tuned_model=f"ft:{MODEL}:x::stale",
+                                               result_files=[], trained_tokens=9,
+                                               worker_id="worker-old")
+    assert not await services.protocol.fail(job_id, code="internal_error", message="stale",
+                                            worker_id="worker-old")
+    with pytest.raises(LeaseLost):
+        await services.protocol.request_serving(job_id, "worker-old", model="stale",
+                                                base_model=MODEL,
+                                                adapter_prefix=adapter_prefix(job_id))
 
     job = client.fine_tuning.jobs.retrieve(job_id)
     assert job.status == "running" and job.trained_tokens is None
     assert client.fine_tuning.jobs.list_events(job_id, limit=100).data == before
     assert client.fine_tuning.jobs.checkpoints.list(job_id).data == []
     # The new owner writes as usual.
-    await services.jobs.add_event(job_id, "Step 5/9: train_loss=0.5", worker_id="worker-new")
+    await services.protocol.add_event(job_id, "Step 5/9: train_loss=0.5", worker_id="worker-new")
+    request_id = await services.protocol.request_serving(
+        job_id, "worker-new", model="new", base_model=MODEL, adapter_prefix=adapter_prefix(job_id))
+    state = await services.protocol.serving_state(request_id)
+    assert state is not None and state.requested_at > 0
+    assert (state.ready_at, state.replicas, state.error) == (None, None, None)
 
 
 async def test_resume_waits_for_the_paused_run_to_let_go(
@@ -63,7 +73,7 @@ async def test_resume_waits_for_the_paused_run_to_let_go(
 ) -> None:
     job_id = await running_job(client, services, "worker-a")
     assert client.fine_tuning.jobs.pause(job_id).status == "paused"
-    assert await services.jobs.control(job_id, "worker-a") == JobStatus.PAUSED
+    assert await services.protocol.control(job_id, "worker-a") == JobStatus.PAUSED
 
     # The paused run still holds the lease (it is saving its checkpoint): no second run yet.
     with pytest.raises(openai.ConflictError) as refused:
@@ -74,9 +84,9 @@ async def test_resume_waits_for_the_paused_run_to_let_go(
     # Resume fired while the run is stopping waits for it, then queues one new run.
     async def stop_soon() -> None:
         await asyncio.sleep(1.0)
-        await services.jobs.add_event(job_id, "Training paused at step 3",
-                                      worker_id="worker-a")
-        await services.jobs.release(job_id, "worker-a")
+        await services.protocol.add_event(job_id, "Training paused at step 3",
+                                          worker_id="worker-a")
+        await services.protocol.release(job_id, "worker-a")
 
     resumed, _ = await asyncio.gather(asyncio.to_thread(client.fine_tuning.jobs.resume, job_id),
                                       stop_soon())
@@ -104,14 +114,14 @@ async def test_pause_and_resume_fired_together_leave_one_run(
         # The run never stopped, so nothing may start a second one beside it.
         assert outcome == "job_still_stopping"
         assert client.fine_tuning.jobs.retrieve(job_id).status == "paused"
-        assert await services.jobs.control(job_id, "worker-b") == JobStatus.PAUSED
+        assert await services.protocol.control(job_id, "worker-b") == JobStatus.PAUSED
 
 
 async def test_results_file_is_recorded_only_with_success(
     client: openai.OpenAI, services  # type: ignore[no-untyped-def]
 ) -> None:
     from server.auth import Principal
-    from server.errors import ApiError
+    from tuneforge.errors import ApiError
 
     def results_files() -> set[str]:
         return {f.id for f in client.files.list(purpose="fine-tune-results").data}
@@ -129,7 +139,7 @@ async def test_results_file_is_recorded_only_with_success(
             except ApiError:
                 return False
 
-        cancelled, succeeded = await asyncio.gather(cancel(), services.jobs.succeed(
+        cancelled, succeeded = await asyncio.gather(cancel(), services.protocol.succeed(
             job_id, fine_tuned_model=f"ft:{MODEL}:{org}::{job_id}", result_files=[],
             results_file=results, trained_tokens=1, worker_id="worker-c"))
         assert cancelled != succeeded
@@ -152,7 +162,7 @@ async def test_a_validating_job_whose_worker_died_is_requeued(
     from arq.jobs import JobStatus as QueueStatus
 
     job_id = new_job(client)
-    assert await services.jobs.claim(job_id, "worker-killed", 1)
+    assert await services.protocol.claim(job_id, "worker-killed", 1)
     async with aioredis.from_url(settings.redis_url) as redis:
         await redis.set(f"arq:in-progress:{job_id}:1", b"1", ex=3600)
     assert await services.ctx.queue.status(f"{job_id}:1") == QueueStatus.in_progress
@@ -165,7 +175,7 @@ async def test_a_validating_job_whose_worker_died_is_requeued(
     assert job.status == "validating_files"
     assert client.fine_tuning.jobs.list_events(job_id).data[0].message == (
         "The worker handling this job stopped responding; enqueued again")
-    assert await services.jobs.control(job_id, "worker-killed") is None
+    assert await services.protocol.control(job_id, "worker-killed") is None
 
 
 async def test_a_job_waiting_for_a_worker_keeps_its_queue_entry(

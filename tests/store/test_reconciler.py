@@ -48,9 +48,9 @@ async def test_a_running_job_whose_worker_died_is_requeued(
     client: openai.OpenAI, services  # type: ignore[no-untyped-def]
 ) -> None:
     job_id = new_job(client)
-    assert await services.jobs.claim(job_id, "worker-dead", 1)
-    assert await services.jobs.advance(job_id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
-                                       worker_id="worker-dead")
+    assert await services.protocol.claim(job_id, "worker-dead", 1)
+    assert await services.protocol.advance(job_id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
+                                           worker_id="worker-dead")
 
     async def requeued() -> bool:
         return client.fine_tuning.jobs.retrieve(job_id).status == "queued"
@@ -58,4 +58,4 @@ async def test_a_running_job_whose_worker_died_is_requeued(
     await wait_for(requeued)
     assert await services.ctx.queue.status(f"{job_id}:2") == QueueStatus.queued
     # The dead worker's lease is gone: it can no longer move the job.
-    assert await services.jobs.heartbeat(job_id, "worker-dead", 60) is None
+    assert await services.protocol.heartbeat(job_id, "worker-dead", 60) is None

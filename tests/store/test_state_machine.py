@@ -24,14 +24,14 @@ async def test_concurrent_cancel_and_finish_have_one_winner(
     client: openai.OpenAI, services, tenant_a  # type: ignore[no-untyped-def]
 ) -> None:
     from server.auth import Principal
-    from server.errors import ApiError
+    from tuneforge.errors import ApiError
 
     principal = Principal(tenant_a.organization_id, "test")
     outcomes = {"cancelled": 0, "succeeded": 0}
     for _ in range(8):
         job_id = new_job(client)
-        assert await services.jobs.advance(job_id, [JobStatus.VALIDATING_FILES],
-                                           JobStatus.RUNNING)
+        assert await services.protocol.advance(job_id, [JobStatus.VALIDATING_FILES],
+                                               JobStatus.RUNNING)
 
         async def cancel(job_id: str = job_id) -> bool:
             try:
@@ -41,8 +41,8 @@ async def test_concurrent_cancel_and_finish_have_one_winner(
                 assert exc.status == 409
                 return False
 
-        finish = services.jobs.succeed(job_id, fine_tuned_model=f"ft:{MODEL}:x::{job_id}",
-                                       result_files=[], trained_tokens=1)
+        finish = services.protocol.succeed(job_id, fine_tuned_model=f"ft:{MODEL}:x::{job_id}",
+                                           result_files=[], trained_tokens=1)
         cancelled, succeeded = await asyncio.gather(cancel(), finish)
         assert cancelled != succeeded, "exactly one of cancel and finish may win"
         job = client.fine_tuning.jobs.retrieve(job_id)
@@ -58,31 +58,31 @@ async def test_concurrent_cancel_and_finish_have_one_winner(
 async def test_lease_keeps_a_job_on_one_worker(client: openai.OpenAI,
                                                services) -> None:  # type: ignore[no-untyped-def]
     job_id = new_job(client)
-    claims = await asyncio.gather(*(services.jobs.claim(job_id, f"worker-{i}", 60)
+    claims = await asyncio.gather(*(services.protocol.claim(job_id, f"worker-{i}", 60)
                                     for i in range(5)))
     assert sum(claims) == 1
     owner = f"worker-{claims.index(True)}"
     other = "worker-x"
-    assert not await services.jobs.claim(job_id, other, 60)
-    assert await services.jobs.heartbeat(job_id, other, 60) is None
-    assert await services.jobs.heartbeat(job_id, owner, 60) == JobStatus.VALIDATING_FILES
+    assert not await services.protocol.claim(job_id, other, 60)
+    assert await services.protocol.heartbeat(job_id, other, 60) is None
+    assert await services.protocol.heartbeat(job_id, owner, 60) == JobStatus.VALIDATING_FILES
     # Only the lease holder moves it on.
-    assert not await services.jobs.advance(job_id, [JobStatus.VALIDATING_FILES],
-                                           JobStatus.QUEUED, worker_id=other)
-    assert await services.jobs.advance(job_id, [JobStatus.VALIDATING_FILES], JobStatus.QUEUED,
-                                       worker_id=owner)
+    assert not await services.protocol.advance(job_id, [JobStatus.VALIDATING_FILES],
+                                               JobStatus.QUEUED, worker_id=other)
+    assert await services.protocol.advance(job_id, [JobStatus.VALIDATING_FILES], JobStatus.QUEUED,
+                                           worker_id=owner)
     # An expired lease can be taken over.
-    assert await services.jobs.claim(job_id, owner, -1)
-    assert await services.jobs.claim(job_id, other, 60)
+    assert await services.protocol.claim(job_id, owner, -1)
+    assert await services.protocol.claim(job_id, other, 60)
 
 
 async def test_failure_is_terminal_and_recorded(client: openai.OpenAI,
                                                 services) -> None:  # type: ignore[no-untyped-def]
     job_id = new_job(client)
-    assert await services.jobs.fail(job_id, code="invalid_training_file",
-                                    message="line 3: no assistant message",
-                                    param="training_file")
-    assert not await services.jobs.fail(job_id, code="x", message="again")
+    assert await services.protocol.fail(job_id, code="invalid_training_file",
+                                        message="line 3: no assistant message",
+                                        param="training_file")
+    assert not await services.protocol.fail(job_id, code="x", message="again")
     job = client.fine_tuning.jobs.retrieve(job_id)
     assert job.status == "failed" and job.error is not None
     assert (job.error.code, job.error.param) == ("invalid_training_file", "training_file")

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from trainer.errors import NAN_LOSS, TrainingError
-from trainer.progress import ProgressBridge, RunState, TrainCallbacks
+from trainer.progress import ProgressBridge, RunState, StopRequest, TrainCallbacks
 from trainer.results import ResultsCsv
 
 
@@ -57,7 +57,8 @@ def test_metrics_event_and_results_csv(tmp_path):
     ]
 
 
-@pytest.mark.parametrize(("reason", "save"), [("pause", True), ("cancel", False)])
+@pytest.mark.parametrize(("reason", "save"),
+                         [(StopRequest.PAUSE, True), (StopRequest.CANCEL, False)])
 def test_stop_requests(tmp_path, reason, save):
     bridge = _bridge(tmp_path, stop=lambda: reason)
     control = SimpleNamespace(should_training_stop=False, should_save=False, should_log=False)
