@@ -163,10 +163,9 @@ def main() -> None:
         )
         api, key, base_url = stack.start_api(settings, stop_timeout=40)
         if args.chat:
-            from serving.supervisor import read_state
-
             def ready() -> bool:
-                replicas = read_state(settings)
+                replicas = httpx.get(f"{base_url}/serving/status", headers={
+                    "Authorization": f"Bearer {key}"}).json()["replicas"]
                 return bool(replicas) and all(r["state"] == "ready" for r in replicas)
 
             wait_until(ready, 600, "vLLM", api)

@@ -1,5 +1,6 @@
 """Inference plane figures: proxy overhead vs calling vLLM directly, adapter cold-load latency,
-and the time from "adapter in S3" to a first token on every replica (`make_servable`).
+and the time from a worker's serving request ("adapter in S3") to a first token on every
+replica, as the API's serving plane answers it.
 
 Starts its own stack on 127.0.0.1 (weed mini S3, valkey, SQLite, the API server with embedded
 serving, which starts one vLLM-CPU server) and stops it at the end; `--vllm-url` attaches to a
@@ -7,7 +8,7 @@ running vLLM server instead. Adapters are real PEFT LoRA adapters (random weight
 
     .venv/bin/python bench/bench_serving.py [--requests 100] [--tokens 64] [--rounds 3]
 
-Goals: proxy adds <= 5% to tokens/s and <= 2 ms to p50 latency; make_servable < 1 s.
+Goals: proxy adds <= 5% to tokens/s and <= 2 ms to p50 latency; serving request < 1 s.
 
 On a shared CPU vLLM's own timings vary by far more than 2 ms, so the proxy's cost is also
 measured against a null upstream: a minimal OpenAI-shaped server (this file, `--stub PORT`)
@@ -91,11 +92,27 @@ async def throughput(http: httpx.AsyncClient, url: str, headers: dict[str, str],
     return sum(counts) / (time.perf_counter() - start)
 
 
+async def serve(services, job_id: str, model: str, base: str, prefix: str) -> float:  # type: ignore[no-untyped-def]
+    """What a worker does when training ends: ask the API's serving plane to load the model
+    (a serving request in the database) and wait for its answer. Returns the seconds from the
+    request to the first token on every replica."""
+    request_id = await services.protocol.request_serving(
+        job_id, "bench", model=model, base_model=base, adapter_prefix=prefix)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        state = await services.protocol.serving_state(request_id)
+        if state is not None and state.error is not None:
+            raise SystemExit(f"the serving plane refused {model}: {state.error}")
+        if state is not None and state.ready_at is not None:
+            return state.ready_at - state.requested_at
+        await asyncio.sleep(0.01)
+    raise SystemExit(f"the serving plane did not load {model} within 300 s")
+
+
 async def new_model(services, base_url: str, key: str, adapter: Path, suffix: str, *,  # type: ignore[no-untyped-def]
-                    settings: Settings, hot_load: bool,
-                    base: str = BASE) -> tuple[str, str, float | None]:
-    from serving.hotload import make_servable
-    from tuneforge.domain import JobStatus, fine_tuned_model_name, job_prefix
+                    hot_load: bool, base: str = BASE) -> tuple[str, str, float | None]:
+    from tuneforge.domain import JobStatus, fine_tuned_model_name
+    from tuneforge.layout import adapter_prefix
 
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60) as http:
@@ -106,18 +123,15 @@ async def new_model(services, base_url: str, key: str, adapter: Path, suffix: st
         job = (await http.post("/fine_tuning/jobs", json={
             "model": base, "training_file": file_id, "suffix": suffix})).json()
     # Held like a worker holds it (the API's reconciler requeues a running job nobody holds).
-    assert await services.jobs.claim(job["id"], "bench", 3600)
-    assert await services.jobs.advance(job["id"], [JobStatus.VALIDATING_FILES],
-                                       JobStatus.RUNNING, worker_id="bench")
+    assert await services.protocol.claim(job["id"], "bench", 3600)
+    assert await services.protocol.advance(job["id"], [JobStatus.VALIDATING_FILES],
+                                           JobStatus.RUNNING, worker_id="bench")
     name = fine_tuned_model_name(base, job["organization_id"], suffix, job["id"])
-    prefix = f"{job_prefix(job['id'])}/adapter"
+    prefix = adapter_prefix(job["id"])
     await services.ctx.store.upload_dir(adapter, prefix)
-    seconds = None
-    if hot_load:
-        seconds = await make_servable(settings, services.ctx.store, model_name=name,
-                                      base_model=base, adapter_prefix=prefix)
-    assert await services.jobs.succeed(job["id"], fine_tuned_model=name, result_files=[],
-                                       trained_tokens=1, worker_id="bench")
+    seconds = await serve(services, job["id"], name, base, prefix) if hot_load else None
+    assert await services.protocol.succeed(job["id"], fine_tuned_model=name, result_files=[],
+                                           trained_tokens=1, worker_id="bench")
     return job["id"], name, seconds
 
 
@@ -223,6 +237,8 @@ async def run(args: argparse.Namespace, settings: Settings, key: str, base_url: 
     from serving.keys import auth_headers, server_key
 
     services = Services(Context.from_settings(settings))
+    # The started server's port, from the API's informational state file (calls made here
+    # go to vLLM directly, to compare).
     vllm = args.vllm_url or next((r["url"] for r in read_state(settings)
                                   if r["base_model"] == BASE), "")
     auth = {"Authorization": f"Bearer {key}"}
@@ -235,7 +251,7 @@ async def run(args: argparse.Namespace, settings: Settings, key: str, base_url: 
         async with httpx.AsyncClient(timeout=600, limits=limits) as http:
             # -- the proxy's own cost, against the null upstream
             _, stub_ft, _ = await new_model(services, base_url, key, adapters[0], "stub",
-                                            settings=settings, hot_load=True, base=STUB_MODEL)
+                                            hot_load=True, base=STUB_MODEL)
             stub_alias = next(a for a in await _adapters(stub_url) if a.startswith(stub_ft))
             print(f"proxy cost against a null upstream (answers at once), "
                   f"x{args.stub_requests} interleaved")
@@ -262,11 +278,11 @@ async def run(args: argparse.Namespace, settings: Settings, key: str, base_url: 
             for i in range(args.models):
                 _, name, seconds = await new_model(
                     services, base_url, key, adapters[i % len(adapters)], f"bench{i}",
-                    settings=settings, hot_load=True)
+                    hot_load=True)
                 assert seconds is not None
                 ready.append(seconds * 1000)
                 models.append(name)
-            print(f"make_servable (adapter in S3 -> first token on every replica) "
+            print(f"serving request (adapter in S3 -> first token on every replica) "
                   f"x{args.models}")
             print(f"  p50 {statistics.median(ready):7.1f} ms   min {min(ready):7.1f} ms   "
                   f"max {max(ready):7.1f} ms   (goal < 1000 ms)")
@@ -288,12 +304,12 @@ async def run(args: argparse.Namespace, settings: Settings, key: str, base_url: 
             cold, warm = [], []
             for i in range(args.cold):
                 job_id, name, _ = await new_model(services, base_url, key, adapters[i % 2],
-                                                  f"cold{i}", settings=settings, hot_load=False)
+                                                  f"cold{i}", hot_load=False)
                 checkpoint = f"{name}:ckpt-step-1"  # checkpoints load only on demand
                 await services.ctx.store.upload_dir(adapters[(i + 1) % len(adapters)],
                                                     f"jobs/{job_id}/checkpoints/step-1")
-                await services.jobs.add_checkpoint(job_id, step=1, metrics={"step": 1},
-                                                   model_name=checkpoint)
+                await services.protocol.add_checkpoint(job_id, step=1, metrics={"step": 1},
+                                                       model_name=checkpoint)
                 body = {"model": checkpoint, "messages": [{"role": "user", "content": "Hi"}],
                         "max_tokens": 1}
                 for bucket in (cold, warm):
@@ -394,7 +410,8 @@ def main() -> None:
             started = time.monotonic()
 
             def ready() -> bool:
-                replicas = read_state(settings)
+                replicas = httpx.get(f"{base_url}/serving/status", headers={
+                    "Authorization": f"Bearer {key}"}).json()["replicas"]
                 return bool(replicas) and all(r["state"] == "ready" for r in replicas)
 
             wait_until(ready, 600, "vLLM", api)

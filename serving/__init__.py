@@ -14,6 +14,8 @@ package never imports torch or vllm.
 - `serving.keys`, `serving.vllm_guard`: vLLM's API key, and the middleware that makes a started
   server ask for it on every path but `/health`.
 - `serving.reconciler`: make every replica's loaded set equal the wanted set.
-- `serving.hotload`: `make_servable`, which the worker calls when a job's training ends.
-- `serving.plane`: everything above wired together for the API process.
+- `serving.requests`: answers workers' serving requests (rows in the database): loads a
+  just-trained model on every replica before its job reports succeeded.
+- `serving.plane`: everything above wired together for the API process, the only
+  writer of every replica's adapter set.
 """

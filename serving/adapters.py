@@ -6,7 +6,7 @@ top-level `adapter_*` files (config and weights) are what vLLM needs; anything e
 
 Each version of an adapter gets its own directory, `{cache}/{model}/{version}/`, written to
 a temporary sibling first and then renamed into place, so vLLM never sees half a download and
-two processes (the API and a worker) can fill the same cache. The version is derived from the
+two API processes can fill the same cache. The version is derived from the
 objects' ETags and sizes, prefixed with their newest modification time, so versions of one
 model sort by age.
 """

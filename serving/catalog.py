@@ -18,6 +18,28 @@ class Servable(Protocol):
     def created_at(self) -> int: ...
 
 
+class ServingAsk(Protocol):
+    """A worker's request to load a just-trained model (a `serving_requests` row), with the
+    status of its job."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def base_model(self) -> str: ...
+    @property
+    def adapter_prefix(self) -> str: ...
+    @property
+    def requested_at(self) -> float: ...
+    @property
+    def ready_at(self) -> float | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def job_status(self) -> str: ...
+
+
 class Catalog(Protocol):
     async def servable_models(self, base_model: str, limit: int) -> Sequence[Servable]:
         """Succeeded, not deleted fine-tuned models of `base_model`, newest first."""
@@ -25,5 +47,23 @@ class Catalog(Protocol):
 
     async def servable_states(self, ids: Collection[str]) -> Mapping[str, Servable | None]:
         """For each of `ids` that exists: the model if it is servable (a fine-tuned model not
-        deleted, or a checkpoint), None if it was deleted. Unknown ids are left out."""
+        deleted, a checkpoint, or the model of a serving request whose job has not ended
+        cancelled or failed), None if it was deleted (or its job was cancelled or failed).
+        Unknown ids are left out."""
+        ...
+
+    async def serving_asks(self, base_models: Collection[str]) -> Sequence[ServingAsk]:
+        """Every serving request for one of `base_models`, oldest first."""
+        ...
+
+    async def answer_serving(self, request_id: str, *, ready_at: float, replicas: int) -> None:
+        """The model of the request answers on `replicas` replicas since `ready_at`."""
+        ...
+
+    async def refuse_serving(self, request_id: str, error: str) -> None:
+        """The model of the request cannot be served (vLLM refused its adapter)."""
+        ...
+
+    async def drop_serving(self, request_ids: Collection[str]) -> None:
+        """Forget requests nobody waits for any more."""
         ...

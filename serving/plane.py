@@ -1,25 +1,31 @@
 """The inference plane of the API process: replicas (started or attached), their health
-checks, the adapter cache, the reconciler and the router, wired together."""
+checks, the adapter cache, the reconciler, the router and the desk that answers workers'
+serving requests, wired together. It is the only writer of every replica's adapter set."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from serving.adapters import AdapterCache
 from serving.catalog import Catalog
-from serving.hotload import cache_root
 from serving.reconciler import Reconciler
 from serving.registry import Registry, Replica
+from serving.requests import RequestDesk
 from serving.router import Router, TargetCache
 from serving.supervisor import Supervisor
 from tuneforge.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def cache_root(settings: Settings) -> Path:
+    return settings.serving.adapter_cache_dir or settings.data_dir / "adapters"
 
 
 class ServingPlane:
@@ -39,6 +45,9 @@ class ServingPlane:
         self.reconciler = Reconciler(self.registry, self.router, catalog, self.cache,
                                      orphan_grace=serving.orphan_grace_seconds,
                                      on_deleted=self.targets.drop)
+        self.desk = RequestDesk(self.registry, self.router, catalog, store,
+                                missing_timeout=serving.hot_load_timeout_seconds,
+                                on_unpublished=self.forget)
         self.supervisor = Supervisor(settings, self.registry, self.http,
                                      on_ready=self._replica_ready)
         self._tasks: list[asyncio.Task[None]] = []
@@ -59,6 +68,8 @@ class ServingPlane:
             asyncio.create_task(self.supervisor.run_forever(), name="serving-health"),
             asyncio.create_task(self.reconciler.run_forever(
                 self.settings.serving.reconcile_interval_seconds), name="serving-reconcile"),
+            asyncio.create_task(self.desk.run_forever(
+                self.settings.serving.request_poll_seconds), name="serving-requests"),
         ]
 
     async def stop(self) -> None:
@@ -68,13 +79,14 @@ class ServingPlane:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.desk.stop()
         await self.supervisor.stop()
         self.router.upstream.close()
         await self.http.aclose()
 
     async def forget(self, model: str) -> None:
-        """A model was deleted: unload it everywhere now (best effort; the reconciler
-        catches anything missed)."""
+        """A model was deleted (or its job ended without publishing it): unload it everywhere
+        now (best effort; the reconciler catches anything missed)."""
         self.targets.drop(model)
         try:
             count = await self.router.unload_model(model)

@@ -4,10 +4,11 @@ Wanted on a replica, up to its capacity: the servable fine-tuned models of its b
 the checkpoints served on demand lately, most recently used first (a model's creation counts as
 a use). So a restarted or new server gets its adapters back without anyone asking; with more
 models than a server holds, the least recently used ones make way (and come back on demand at
-their next request). Unloaded: deleted models, models outside the wanted set, and older
-versions of a model whose newer version is loaded. An adapter of a model the database does not
-know yet (a worker hot-loads before it marks the job succeeded) is left alone for a grace
-period.
+their next request). A model a worker asked to serve (`serving.requests`) counts from the
+request on, before its job reports succeeded, until the job ends cancelled or failed.
+Unloaded: deleted models, models of jobs that ended unpublished, models outside the wanted set,
+and older versions of a model whose newer version is loaded. An adapter the database knows
+nothing of (not TuneForge's) is left alone for a grace period.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from typing import Any
 
 from serving.adapters import AdapterCache
 from serving.catalog import Catalog, Servable
-from serving.errors import ServingError
 from serving.registry import Registry, Replica
 from serving.router import Router
 from serving.vllm import ReplicaUnreachable
+from tuneforge.errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class Reconciler:
                 counts["loaded"] += 1
             except ReplicaUnreachable:
                 return
-            except ServingError as exc:
+            except ApiError as exc:
                 self._failed[model.id] = now
                 log.warning("could not load %s on %s: %s", model.id, replica.id, exc.message)
 

@@ -3,8 +3,9 @@ restart a started one that crashed, and publish their state.
 
 The health check is `GET /v1/models`: it also tells which adapters each server has loaded, which
 the registry adopts (so a restarted or new server shows up empty, and the reconciler refills it).
-The state is written to `{data_dir}/serving/replicas.json` so other processes on the machine (a
-worker calling `make_servable`) find servers whose port was picked at start.
+The state is also written to `{data_dir}/serving/replicas.json`, for people and tools on the
+machine (the benchmarks, the tests) to find a started server's port and PID; nothing that
+decides what is loaded reads it.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ class Supervisor:
             server, model_path=self._model_path(server.base_model),
             model_cache_dir=self.settings.effective_model_cache_dir,
             log=self.settings.data_dir / "logs" / f"vllm-{name}.log", port=port,
-            api_key=replica.api_key)
+            api_key=replica.api_key,
+            # A base model in S3 is fetched by the launcher with TuneForge's credentials.
+            env={"TUNEFORGE_S3": self.settings.to_env()["TUNEFORGE_S3"]})
         self.processes[replica.id] = process
         replica.url = process.url
         replica.client = VllmClient(process.url, self.http, api_key=replica.api_key)

@@ -137,9 +137,13 @@ class ServingSettings(BaseModel):
     reconcile_interval_seconds: float = 1.0
     startup_timeout_seconds: float = 600.0
     request_timeout_seconds: float = 600.0
-    # How long `make_servable` waits for a replica that is still starting.
+    # How long a worker waits for the serving plane to load its model before it marks the job
+    # succeeded anyway (the model then loads when a server comes up, or at its first request).
     hot_load_timeout_seconds: float = 120.0
-    # An adapter loaded by a worker whose model is not (yet) in the database is kept this long.
+    # How often the plane looks for workers' serving requests (one small indexed query).
+    request_poll_seconds: float = 0.2
+    # An adapter of a model the database does not know (not TuneForge's) is kept this long,
+    # and so are cached adapter files no replica uses.
     orphan_grace_seconds: float = 120.0
     # The proxy remembers that an organization may use a model this long (a delete through
     # this API process forgets it at once; through another one, within this time).

@@ -22,11 +22,11 @@ from server.api.routes.inference import InferenceController
 from server.api.routes.jobs import JobsController
 from server.api.routes.models import ModelsController
 from server.api.routes.uploads import UploadsController
-from server.errors import ApiError
 from server.reconciler import run_forever
 from server.service import Services
 from server.storage import StorageUnavailable
 from serving.plane import ServingPlane
+from tuneforge.errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ def _envelope(status: int, message: str, *, type: str, param: str | None = None,
 
 
 def _api_error(_: Request, exc: ApiError) -> Response[dict[str, Any]]:
-    return _envelope(exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code)
+    return Response(exc.envelope(), status_code=exc.status, media_type=MediaType.JSON,
+                    headers=exc.headers or None)
 
 
 def _validation_error(_: Request, exc: ValidationException) -> Response[dict[str, Any]]:
@@ -77,8 +78,7 @@ def _recursion_error(_: Request, exc: RecursionError) -> Response[dict[str, Any]
 
 def _storage_unavailable(_: Request, exc: StorageUnavailable) -> Response[dict[str, Any]]:
     log.warning("S3 unavailable: answering 503", exc_info=exc.__cause__)
-    return _envelope(exc.status, exc.message, type=exc.type, code=exc.code,
-                     headers={"Retry-After": str(exc.retry_after)})
+    return _api_error(_, exc)
 
 
 def _internal_error(_: Request, exc: Exception) -> Response[dict[str, Any]]:

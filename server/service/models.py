@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth import Principal
-from server.db.models import FineTunedModel, Job, JobCheckpoint
-from server.errors import ApiError, not_found
+from server.db.models import FineTunedModel, Job, JobCheckpoint, ServingRequest
 from server.service.context import Context
 from server.service.objects import ListPage, ModelDeleted, ModelObject, page
 from server.service.pagination import scoped
-from tuneforge.domain import job_prefix, now
+from tuneforge.domain import JobStatus, now
+from tuneforge.errors import ApiError, not_found
+from tuneforge.layout import adapter_prefix, checkpoint_prefix
 
 BASE_OWNER = "tuneforge"
 
 log = logging.getLogger(__name__)
+
+# A serving request of a job that ended so will never be a model: its adapter is unloaded.
+_UNPUBLISHED = (JobStatus.CANCELLED, JobStatus.FAILED)
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,20 @@ class ServableModel:
     base_model: str
     adapter_prefix: str | None
     created_at: int
+
+
+@dataclass(frozen=True)
+class ServingAsk:
+    """A worker's serving request (`serving_requests` row) and the status of its job."""
+
+    id: str
+    model: str
+    base_model: str
+    adapter_prefix: str
+    requested_at: float
+    ready_at: float | None
+    error: str | None
+    job_status: str
 
 
 class ModelService:
@@ -101,7 +119,8 @@ class ModelService:
 
     async def servable(self, principal: Principal, model_id: str) -> ServableModel:
         """The model `model_id` for inference: a base model (open to every tenant), or a
-        fine-tuned model or checkpoint of the caller's organization; else 404."""
+        fine-tuned model or checkpoint of the caller's organization (a fine-tuned model from
+        the moment the serving plane loaded it, before its job reports succeeded); else 404."""
         base = self.ctx.settings.base_model(model_id)
         if base is not None:
             return ServableModel(model_id, model_id, None, self._started)
@@ -109,17 +128,23 @@ class ModelService:
             async with self.ctx.sessions() as session:
                 row = (await session.execute(
                     select(FineTunedModel.base_model, FineTunedModel.job_id,
-                           FineTunedModel.created_at)
+                           FineTunedModel.created_at, FineTunedModel.deleted_at)
                     .where(FineTunedModel.id == model_id,
-                           FineTunedModel.organization_id == principal.organization_id,
-                           FineTunedModel.deleted_at.is_(None))
+                           FineTunedModel.organization_id == principal.organization_id)
                 )).one_or_none()
                 if row is not None:
+                    if row.deleted_at is not None:
+                        raise not_found("model", model_id, param="model")
                     return ServableModel(model_id, row.base_model,
-                                         f"{job_prefix(row.job_id)}/adapter", row.created_at)
-                found = await self._checkpoints(session, [model_id], principal.organization_id)
-            if model_id in found:
-                return found[model_id]
+                                         adapter_prefix(row.job_id), row.created_at)
+                found: Mapping[str, ServableModel | None] = await self._checkpoints(
+                    session, [model_id], principal.organization_id)
+                if model_id not in found:  # loaded before its job reports succeeded
+                    found = await self._requested(session, [model_id], principal.organization_id,
+                                                  ready_only=True)
+            model = found.get(model_id)
+            if model is not None:
+                return model
         raise not_found("model", model_id, param="model")
 
     async def servable_models(self, base_model: str, limit: int) -> list[ServableModel]:
@@ -131,7 +156,7 @@ class ModelService:
                        FineTunedModel.deleted_at.is_(None))
                 .order_by(FineTunedModel.seq.desc()).limit(limit)
             )).all()
-        return [ServableModel(r.id, base_model, f"{job_prefix(r.job_id)}/adapter",
+        return [ServableModel(r.id, base_model, adapter_prefix(r.job_id),
                               r.created_at) for r in rows]
 
     async def servable_states(self, ids: Collection[str]) -> dict[str, ServableModel | None]:
@@ -143,12 +168,76 @@ class ModelService:
                 select(FineTunedModel).where(FineTunedModel.id.in_(ids))
             )).scalars():
                 result[row.id] = None if row.deleted_at is not None else ServableModel(
-                    row.id, row.base_model, f"{job_prefix(row.job_id)}/adapter",
+                    row.id, row.base_model, adapter_prefix(row.job_id),
                     row.created_at)
             rest = [i for i in ids if i not in result]
             if rest:
                 result.update(await self._checkpoints(session, rest, None))
+            rest = [i for i in rest if i not in result]
+            if rest:
+                result.update(await self._requested(session, rest, None, ready_only=False))
         return result
+
+    async def _requested(self, session: AsyncSession, ids: list[str],
+                         organization_id: str | None, *,
+                         ready_only: bool) -> dict[str, ServableModel | None]:
+        """Models a worker asked to serve before its job succeeded: servable while the job has
+        not ended cancelled or failed (None after that), and the load was not refused.
+        `ready_only`: only once the plane answered that they are loaded."""
+        stmt = (select(ServingRequest.model, ServingRequest.base_model,
+                       ServingRequest.adapter_prefix, ServingRequest.requested_at,
+                       ServingRequest.ready_at, Job.status)
+                .join(Job, Job.id == ServingRequest.job_id)
+                .where(ServingRequest.model.in_(ids), ServingRequest.error.is_(None))
+                .order_by(ServingRequest.seq))
+        if organization_id is not None:
+            stmt = stmt.where(Job.organization_id == organization_id)
+        if ready_only:
+            stmt = stmt.where(ServingRequest.ready_at.is_not(None))
+        result: dict[str, ServableModel | None] = {}
+        for row in (await session.execute(stmt)).all():  # the newest request wins
+            result[row.model] = None if row.status in _UNPUBLISHED else ServableModel(
+                row.model, row.base_model, row.adapter_prefix, int(row.requested_at))
+        return result
+
+    # ---- serving requests (the worker writes them; the serving plane answers) -------------
+
+    async def serving_asks(self, base_models: Collection[str]) -> list[ServingAsk]:
+        """Every serving request for one of `base_models`, oldest first. The plane polls this
+        several times a second; the table stays small because the plane drops a request once
+        its job has ended."""
+        async with self.ctx.sessions() as session:
+            rows = (await session.execute(
+                select(ServingRequest.id, ServingRequest.model, ServingRequest.base_model,
+                       ServingRequest.adapter_prefix, ServingRequest.requested_at,
+                       ServingRequest.ready_at, ServingRequest.error, Job.status)
+                .join(Job, Job.id == ServingRequest.job_id)
+                .where(ServingRequest.base_model.in_(list(base_models)))
+                .order_by(ServingRequest.seq)
+            )).all()
+        return [ServingAsk(r.id, r.model, r.base_model, r.adapter_prefix, r.requested_at,
+                           r.ready_at, r.error, r.status) for r in rows]
+
+    async def answer_serving(self, request_id: str, *, ready_at: float, replicas: int) -> None:
+        await self._settle(request_id, ready_at=ready_at, replicas=replicas)
+
+    async def refuse_serving(self, request_id: str, error: str) -> None:
+        await self._settle(request_id, error=error)
+
+    async def _settle(self, request_id: str, **values: object) -> None:
+        """Answer a request once: a second answer (another API process) changes nothing."""
+        async with self.ctx.sessions() as session, session.begin():
+            await session.execute(
+                update(ServingRequest).where(
+                    ServingRequest.id == request_id, ServingRequest.ready_at.is_(None),
+                    ServingRequest.error.is_(None)).values(**values))
+
+    async def drop_serving(self, request_ids: Collection[str]) -> None:
+        if not request_ids:
+            return
+        async with self.ctx.sessions() as session, session.begin():
+            await session.execute(
+                delete(ServingRequest).where(ServingRequest.id.in_(list(request_ids))))
 
     async def _checkpoints(self, session: AsyncSession, ids: list[str],
                            organization_id: str | None) -> dict[str, ServableModel]:
@@ -161,6 +250,6 @@ class ModelService:
         return {
             row.fine_tuned_model_checkpoint: ServableModel(
                 row.fine_tuned_model_checkpoint, row.model,
-                f"{job_prefix(row.job_id)}/checkpoints/step-{row.step_number}", row.created_at)
+                checkpoint_prefix(row.job_id, row.step_number), row.created_at)
             for row in (await session.execute(stmt)).all()
         }

@@ -164,7 +164,7 @@ async def test_pause_resume_moves_a_running_job(client: openai.OpenAI, training_
     job = client.fine_tuning.jobs.create(model=MODEL, training_file=training_file)
     with pytest.raises(openai.ConflictError):
         client.fine_tuning.jobs.pause(job.id)  # not running yet
-    assert await services.jobs.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
+    assert await services.protocol.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
     assert client.fine_tuning.jobs.pause(job.id).status == "paused"
     resumed = client.fine_tuning.jobs.resume(job.id)
     assert resumed.status == "queued"

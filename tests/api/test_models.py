@@ -18,10 +18,10 @@ async def finish_job(services, client: openai.OpenAI, suffix: str) -> str:  # ty
     file_id = client.files.create(file=("t.jsonl", io.BytesIO(chat_jsonl())),
                                   purpose="fine-tune").id
     job = client.fine_tuning.jobs.create(model=MODEL, training_file=file_id, suffix=suffix)
-    assert await services.jobs.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
+    assert await services.protocol.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
     name = fine_tuned_model_name(MODEL, job.organization_id, suffix, job.id)
-    assert await services.jobs.succeed(job.id, fine_tuned_model=name, result_files=[],
-                                       trained_tokens=1234)
+    assert await services.protocol.succeed(job.id, fine_tuned_model=name, result_files=[],
+                                           trained_tokens=1234)
     return job.id
 
 
@@ -60,8 +60,8 @@ async def test_checkpoint_models_are_retrievable(client: openai.OpenAI,
     job_id = await finish_job(services, client, "ckpt")
     job = client.fine_tuning.jobs.retrieve(job_id)
     checkpoint_name = f"{job.fine_tuned_model}:ckpt-step-5"
-    await services.jobs.add_checkpoint(job_id, step=5, metrics={"step": 5, "train_loss": 1.5},
-                                       model_name=checkpoint_name)
+    await services.protocol.add_checkpoint(job_id, step=5, metrics={"step": 5, "train_loss": 1.5},
+                                           model_name=checkpoint_name)
     listed = client.fine_tuning.jobs.checkpoints.list(job_id).data
     assert [c.step_number for c in listed] == [5]
     assert listed[0].metrics.train_loss == 1.5

@@ -159,17 +159,17 @@ async def test_job_lifecycle_events_and_checkpoints(
     assert empty["data"] == []
 
     # As a worker: run it, report metrics and a checkpoint with training metrics only.
-    assert await services.jobs.advance(job["id"], WAITING,
-                                       JobStatus.RUNNING, message="Fine-tuning job started")
-    await services.jobs.update_progress(job["id"], estimated_finish=2_000_000_000,
-                                        resolved_hyperparameters={"batch_size": 4,
+    assert await services.protocol.advance(job["id"], WAITING,
+                                           JobStatus.RUNNING, message="Fine-tuning job started")
+    await services.protocol.update_progress(job["id"], estimated_finish=2_000_000_000,
+                                            resolved_hyperparameters={"batch_size": 4,
                                                                   "learning_rate_multiplier": 2.0,
                                                                   "n_epochs": 3})
     data = {"step": 1, "total_steps": 4, "train_loss": 1.5, "valid_loss": None}
-    await services.jobs.add_event(job["id"], "Step 1/4: training loss=1.50",
-                                  type=EventType.METRICS, data=data)
-    await services.jobs.add_checkpoint(job["id"], step=1, model_name="ckpt-1",
-                                       metrics={"step": 1, "train_loss": 1.5,
+    await services.protocol.add_event(job["id"], "Step 1/4: training loss=1.50",
+                                      type=EventType.METRICS, data=data)
+    await services.protocol.add_checkpoint(job["id"], step=1, model_name="ckpt-1",
+                                           metrics={"step": 1, "train_loss": 1.5,
                                                 "valid_loss": None})
     running = check(await ahttp.get(path))
     assert running["status"] == "running" and running["hyperparameters"]["batch_size"] == 4
@@ -192,24 +192,24 @@ async def test_failed_and_succeeded_jobs(ahttp: httpx.AsyncClient, training_file
                                          services) -> None:  # type: ignore[no-untyped-def]
     create = {"model": MODEL, "training_file": training_file}
     failing = check(await ahttp.post("/fine_tuning/jobs", json=create))
-    assert await services.jobs.fail(failing["id"], code="invalid_training_file",
+    assert await services.protocol.fail(failing["id"], code="invalid_training_file",
                                      message="line 3: no assistant message")
     failed = check(await ahttp.get(f"/fine_tuning/jobs/{failing['id']}"))
     assert failed["error"]["param"] is None  # nullable in OpenAI's spec: stays null
 
     job = check(await ahttp.post("/fine_tuning/jobs", json={**create, "suffix": "spec-ok"}))
-    assert await services.jobs.advance(job["id"], WAITING,
-                                       JobStatus.RUNNING)
+    assert await services.protocol.advance(job["id"], WAITING,
+                                           JobStatus.RUNNING)
     name = fine_tuned_model_name(MODEL, job["organization_id"], "spec-ok", job["id"])
-    assert await services.jobs.succeed(job["id"], fine_tuned_model=name,
-                                       result_files=[training_file], trained_tokens=321)
+    assert await services.protocol.succeed(job["id"], fine_tuned_model=name,
+                                           result_files=[training_file], trained_tokens=321)
     done = check(await ahttp.get(f"/fine_tuning/jobs/{job['id']}"))
     assert done["fine_tuned_model"] == name and done["trained_tokens"] == 321
     full = {"step": 2, "train_loss": 0.5, "train_mean_token_accuracy": 0.9, "valid_loss": 0.6,
             "valid_mean_token_accuracy": 0.8, "full_valid_loss": 0.7,
             "full_valid_mean_token_accuracy": 0.85}
-    await services.jobs.add_checkpoint(job["id"], step=2, model_name=f"{name}:ckpt-step-2",
-                                       metrics=full)
+    await services.protocol.add_checkpoint(job["id"], step=2, model_name=f"{name}:ckpt-step-2",
+                                           metrics=full)
     assert check(await ahttp.get(f"/fine_tuning/jobs/{job['id']}/checkpoints"))["data"][0][
         "metrics"] == full
 

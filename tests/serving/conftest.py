@@ -8,6 +8,7 @@ was started with, if any. Every call to vLLM carries its key (`vllm_headers`).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import subprocess
@@ -21,11 +22,13 @@ import openai
 import pytest
 from pydantic import SecretStr
 
+from server.db.models import ServingRequest
 from serving.keys import auth_headers, data_dir_key
 from serving.supervisor import read_state
 from tests.api.data import chat_jsonl
 from tests.conftest import MODEL_CACHE, REPO, ApiServer
-from tuneforge.domain import JobStatus, fine_tuned_model_name, job_prefix
+from tuneforge.domain import JobStatus, fine_tuned_model_name, new_id
+from tuneforge.layout import adapter_prefix
 from tuneforge.processes import free_port, spawn, wait_until
 from tuneforge.settings import InferenceLimits, ServingSettings, Settings, VllmServerSettings
 
@@ -93,7 +96,7 @@ def api_server(serving_settings: Settings,
         for name in loaded_adapters(ATTACH_URL):
             httpx.post(f"{ATTACH_URL}/v1/unload_lora_adapter", json={"lora_name": name},
                        headers=vllm_headers(ATTACH_URL))
-    process = spawn("api", [sys.executable, "-m", "tuneforge.cli", "server"],
+    process = spawn("api", [sys.executable, "-m", "stack.cli", "server"],
                     serving_settings.data_dir / "api-serving.log",
                     env=serving_settings.to_env(), cwd=REPO, stop_timeout=40)
     base = f"http://127.0.0.1:{serving_settings.port}"
@@ -110,6 +113,8 @@ def api_server(serving_settings: Settings,
 
 
 def replica_state(settings: Settings) -> dict[str, object]:
+    """The started server's URL, PID, state and restarts, from the API's informational state
+    file."""
     return dict(read_state(settings)[0])
 
 
@@ -144,28 +149,47 @@ def adapters(adapter_builder: tuple[subprocess.Popen[bytes], Path]) -> list[Path
     return [out / f"adapter-{i}" for i in range(ADAPTERS)]
 
 
-async def new_model(services, client: openai.OpenAI, adapter: Path, suffix: str, *,  # type: ignore[no-untyped-def]
-                    settings: Settings | None = None) -> str:
-    """A succeeded job whose adapter is `adapter`, as a worker would leave it; with
-    `settings`, hot-loaded first (as the worker does before marking the job succeeded)."""
-    from serving.hotload import make_servable
+async def request_serving(services, job_id: str, model: str, prefix: str, *,  # type: ignore[no-untyped-def]
+                          wait_seconds: float = 300) -> float:
+    """What a worker does when training ends: write a serving request and wait for the API's
+    serving plane to answer it. Returns the seconds from the request to the model answering
+    on every replica; fails on a refusal or no answer."""
+    request_id = new_id("srv-")
+    async with services.ctx.sessions() as session, session.begin():
+        session.add(ServingRequest(id=request_id, job_id=job_id, model=model, base_model=BASE,
+                                   adapter_prefix=prefix, requested_at=time.time()))
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        state = await services.protocol.serving_state(request_id)
+        assert state is not None, "the serving request vanished"
+        assert state.error is None, state.error
+        if state.ready_at is not None:
+            assert state.replicas is not None and state.replicas >= 1
+            return state.ready_at - state.requested_at
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the serving plane did not answer {request_id} in {wait_seconds:.0f}s")
 
+
+async def new_model(services, client: openai.OpenAI, adapter: Path, suffix: str, *,  # type: ignore[no-untyped-def]
+                    serve: bool = False) -> str:
+    """A succeeded job whose adapter is `adapter`, as a worker would leave it; with `serve`,
+    made servable first through a serving request (as the worker does before it marks the job
+    succeeded)."""
     file_id = client.files.create(file=("t.jsonl", io.BytesIO(chat_jsonl())),
                                   purpose="fine-tune").id
     job = client.fine_tuning.jobs.create(model=BASE, training_file=file_id, suffix=suffix)
+    jobs = services.protocol
     # Held like a worker holds it (the API's reconciler requeues a running job nobody holds).
-    assert await services.jobs.claim(job.id, _WORKER, 3600)
-    assert await services.jobs.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
-                                       worker_id=_WORKER)
+    assert await jobs.claim(job.id, _WORKER, 3600)
+    assert await jobs.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
+                              worker_id=_WORKER)
     name = fine_tuned_model_name(BASE, job.organization_id, suffix, job.id)
-    prefix = f"{job_prefix(job.id)}/adapter"
+    prefix = adapter_prefix(job.id)
     await services.ctx.store.upload_dir(adapter, prefix)
-    if settings is not None:
-        seconds = await make_servable(settings, services.ctx.store, model_name=name,
-                                      base_model=BASE, adapter_prefix=prefix)
-        assert seconds is not None and seconds > 0
-    assert await services.jobs.succeed(job.id, fine_tuned_model=name, result_files=[],
-                                       trained_tokens=1, worker_id=_WORKER)
+    if serve:
+        assert await request_serving(services, job.id, name, prefix) > 0
+    assert await jobs.succeed(job.id, fine_tuned_model=name, result_files=[],
+                              trained_tokens=1, worker_id=_WORKER)
     return name
 
 

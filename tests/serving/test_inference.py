@@ -44,9 +44,8 @@ def chat_stream(client: openai.OpenAI, model: str, max_tokens: int = 6) -> str:
 
 
 async def test_hot_loaded_model_chats_stream_and_not(
-        client: openai.OpenAI, services, serving_settings: Settings, adapters: list[Path],  # type: ignore[no-untyped-def]
-        vllm_url: str) -> None:
-    name = await new_model(services, client, adapters[0], "hot", settings=serving_settings)
+        client: openai.OpenAI, services, adapters: list[Path], vllm_url: str) -> None:  # type: ignore[no-untyped-def]
+    name = await new_model(services, client, adapters[0], "hot", serve=True)
     assert name in loaded_models(vllm_url)  # loaded before the job was marked succeeded
 
     base = chat(client, BASE)
@@ -138,9 +137,8 @@ def test_lora_rank_the_servers_cannot_load_is_refused_at_create(
 
 
 async def test_delete_unloads_everywhere_then_404(
-        client: openai.OpenAI, services, serving_settings: Settings, adapters: list[Path],  # type: ignore[no-untyped-def]
-        vllm_url: str) -> None:
-    name = await new_model(services, client, adapters[2], "gone", settings=serving_settings)
+        client: openai.OpenAI, services, adapters: list[Path], vllm_url: str) -> None:  # type: ignore[no-untyped-def]
+    name = await new_model(services, client, adapters[2], "gone", serve=True)
     assert chat(client, name)
     assert client.models.delete(name).deleted
     assert name not in loaded_models(vllm_url)
@@ -177,7 +175,7 @@ async def test_checkpoint_model_on_demand(
     prefix = f"jobs/{job_id}/checkpoints/step-4"
     await services.ctx.store.upload_dir(adapters[4], prefix)
     await services.ctx.store.put_bytes(f"{prefix}/optimizer.pt", b"\0" * 1024)  # not fetched
-    await services.jobs.add_checkpoint(job_id, step=4, metrics={"step": 4},
+    await services.protocol.add_checkpoint(job_id, step=4, metrics={"step": 4},
                                        model_name=checkpoint)
     answer = chat(client, checkpoint)
     assert checkpoint in loaded_models(vllm_url)

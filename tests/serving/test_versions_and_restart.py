@@ -11,17 +11,17 @@ import httpx
 import openai
 import pytest
 
-from serving.hotload import make_servable
 from tests.serving.conftest import (
     ATTACH_URL,
-    BASE,
     loaded_adapters,
     loaded_models,
     new_model,
     replica_state,
+    request_serving,
     wait_for,
 )
 from tests.serving.test_inference import PROMPT, chat
+from tuneforge.layout import adapter_prefix
 from tuneforge.settings import Settings
 
 pytestmark = pytest.mark.vllm
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.vllm
 async def test_new_version_swaps_for_new_requests_only(
         client: openai.OpenAI, services, serving_settings: Settings, adapters: list[Path],  # type: ignore[no-untyped-def]
         api_server, vllm_url: str) -> None:  # type: ignore[no-untyped-def]
-    name = await new_model(services, client, adapters[0], "swap", settings=serving_settings)
+    name = await new_model(services, client, adapters[0], "swap", serve=True)
     other = await new_model(services, client, adapters[5], "other")
     old = client.chat.completions.create(model=name, messages=PROMPT, max_tokens=32,
                                          temperature=0, logprobs=True, top_logprobs=3)
@@ -40,7 +40,8 @@ async def test_new_version_swaps_for_new_requests_only(
     old_aliases = [a for a in loaded_adapters(vllm_url) if a.startswith(name + "@")]
     assert len(old_aliases) == 1
 
-    prefix = f"jobs/ftjob-{name.rsplit(':', 1)[1]}/adapter"
+    job_id = f"ftjob-{name.rsplit(':', 1)[1]}"
+    prefix = adapter_prefix(job_id)
     body = {"model": name, "messages": PROMPT, "max_tokens": 32, "temperature": 0,
             "stream": True, "logprobs": True, "top_logprobs": 3}
     headers = {"Authorization": f"Bearer {client.api_key}"}
@@ -55,9 +56,8 @@ async def test_new_version_swaps_for_new_requests_only(
                 break
         # A new version of the same model while that request runs on the old one.
         await services.ctx.store.upload_dir(adapters[5], prefix)
-        seconds = await make_servable(serving_settings, services.ctx.store, model_name=name,
-                                      base_model=BASE, adapter_prefix=prefix)
-        assert seconds is not None
+        # (The job is done: in service a re-run would ask, e.g. after a lost lease.)
+        assert await request_serving(services, job_id, name, prefix) > 0
         aliases = [a for a in loaded_adapters(vllm_url) if a.startswith(name + "@")]
         assert len(aliases) == 1 and aliases != old_aliases  # the old one is gone
         async for line in lines:
@@ -99,8 +99,8 @@ async def test_killed_server_is_restarted_and_refilled(
     job_id = "ftjob-" + name.rsplit(":", 1)[1]
     checkpoint = f"{name}:ckpt-step-2"  # served on demand: it must come back too
     await services.ctx.store.upload_dir(adapters[2], f"jobs/{job_id}/checkpoints/step-2")
-    await services.jobs.add_checkpoint(job_id, step=2, metrics={"step": 2},
-                                       model_name=checkpoint)
+    await services.protocol.add_checkpoint(job_id, step=2, metrics={"step": 2},
+                                           model_name=checkpoint)
     before = chat(client, name)
     before_checkpoint = chat(client, checkpoint)
     wanted = settled(vllm_url)

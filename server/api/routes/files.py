@@ -14,9 +14,9 @@ from server.api.error_docs import ErrorEnvelope, errors
 from server.api.multipart import MultipartReader
 from server.api.openapi_bodies import FileUploadOperation, limit_param
 from server.auth import Principal
-from server.errors import invalid
 from server.service import Services
 from server.service.objects import FileDeleted, FileObject, ListPage
+from tuneforge.errors import invalid
 
 
 def storage_errors(*codes: int) -> dict[int, ResponseSpec]:
