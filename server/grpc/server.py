@@ -7,7 +7,8 @@ import logging
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from tuneforge_client._pb.tuneforge.v1 import (
+
+from server.grpc.pb.tuneforge.v1 import (
     files_pb2,
     files_pb2_grpc,
     fine_tuning_pb2,
@@ -15,7 +16,6 @@ from tuneforge_client._pb.tuneforge.v1 import (
     models_pb2,
     models_pb2_grpc,
 )
-
 from server.grpc.servicers import FilesServicer, FineTuningServicer, ModelsServicer
 from server.service import Services
 from tuneforge.settings import Settings

@@ -12,24 +12,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-import tuneforge_client._pb.tuneforge.v1.fine_tuning_pb2 as ft_pb2
-import tuneforge_client._pb.tuneforge.v1.fine_tuning_pb2_grpc as ft_pb2_grpc
+from google.protobuf.message import Message
 from pydantic import ValidationError
-from tuneforge_client._pb.tuneforge.v1 import (
-    files_pb2,
-    files_pb2_grpc,
-    models_pb2,
-    models_pb2_grpc,
-)
 
 from server.auth import Principal
-from server.errors import ApiError, invalid
-from server.grpc import convert
+from server.grpc.convert import body, reply
 from server.grpc.errors import from_validation, internal, status_code, trailing_metadata
+from server.grpc.pb.tuneforge.v1 import files_pb2, files_pb2_grpc, models_pb2, models_pb2_grpc
+from server.grpc.pb.tuneforge.v1 import fine_tuning_pb2 as ft_pb2
+from server.grpc.pb.tuneforge.v1 import fine_tuning_pb2_grpc as ft_pb2_grpc
 from server.service import Services
 from server.service.objects import file_object
 from server.service.requests import JobCreateRequest
 from tuneforge.domain import TERMINAL_STATUSES
+from tuneforge.errors import ApiError, invalid
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +90,13 @@ def streaming(fn: Callable[[Any, Any, Context], AsyncIterator[T]]
     return handler
 
 
+def _query(request: Message) -> dict[str, Any]:
+    """A list request's set fields as keyword arguments; the job it names is passed apart."""
+    query = body(request)
+    query.pop("fine_tuning_job_id", None)
+    return query
+
+
 class _Base:
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -104,10 +107,6 @@ class _Base:
         if isinstance(authorization, bytes):
             authorization = authorization.decode()
         return await self.services.ctx.authenticate(authorization)
-
-
-def _opt(message: Any, name: str) -> Any:
-    return getattr(message, name) if message.HasField(name) else None
 
 
 class FilesServicer(_Base, files_pb2_grpc.FilesServicer):
@@ -129,40 +128,37 @@ class FilesServicer(_Base, files_pb2_grpc.FilesServicer):
 
         created = await self.services.files.create(
             principal, first.metadata.filename, first.metadata.purpose, chunks())
-        return convert.file(created)
+        return reply(created, files_pb2.File)
 
     @unary
     async def Get(self, request: files_pb2.GetFileRequest,
                   context: Context) -> files_pb2.File:
         principal = await self.principal(context)
-        return convert.file(await self.services.files.get(principal, request.file_id))
+        return reply(await self.services.files.get(principal, request.file_id), files_pb2.File)
 
     @unary
     async def List(self, request: files_pb2.ListFilesRequest,
                    context: Context) -> files_pb2.ListFilesResponse:
         principal = await self.principal(context)
-        kwargs: dict[str, Any] = {"after": _opt(request, "after"),
-                                  "purpose": _opt(request, "purpose")}
-        if request.HasField("limit"):
-            kwargs["limit"] = request.limit
-        if request.HasField("order"):
-            if request.order not in ("asc", "desc"):
-                raise invalid("order must be 'asc' or 'desc'", param="order")
-            kwargs["order"] = request.order
-        return convert.file_list(await self.services.files.list(principal, **kwargs))
+        query = _query(request)
+        if query.get("order") not in (None, "asc", "desc"):
+            raise invalid("order must be 'asc' or 'desc'", param="order")
+        return reply(await self.services.files.list(principal, **query),
+                     files_pb2.ListFilesResponse)
 
     @unary
     async def Delete(self, request: files_pb2.DeleteFileRequest,
                      context: Context) -> files_pb2.FileDeleted:
         principal = await self.principal(context)
-        return convert.file_deleted(await self.services.files.delete(principal, request.file_id))
+        return reply(await self.services.files.delete(principal, request.file_id),
+                     files_pb2.FileDeleted)
 
     @streaming
     async def Content(self, request: files_pb2.GetFileContentRequest,
                       context: Context) -> AsyncIterator[files_pb2.FileContentChunk]:
         principal = await self.principal(context)
         row, chunks = await self.services.files.content(principal, request.file_id)
-        header: files_pb2.File | None = convert.file(file_object(row))
+        header: files_pb2.File | None = reply(file_object(row), files_pb2.File)
         async for chunk in chunks:
             for start in range(0, len(chunk), CONTENT_CHUNK_BYTES):
                 yield files_pb2.FileContentChunk(
@@ -177,63 +173,58 @@ class FineTuningServicer(_Base, ft_pb2_grpc.FineTuningServicer):
     async def Create(self, request: ft_pb2.CreateJobRequest,
                      context: Context) -> ft_pb2.FineTuningJob:
         principal = await self.principal(context)
-        body = JobCreateRequest.model_validate(convert.job_create(request))
-        return convert.job(await self.services.jobs.create(principal, body))
+        create = JobCreateRequest.model_validate(body(request))
+        return reply(await self.services.jobs.create(principal, create), ft_pb2.FineTuningJob)
 
     @unary
     async def Get(self, request: ft_pb2.GetJobRequest, context: Context) -> ft_pb2.FineTuningJob:
         principal = await self.principal(context)
-        return convert.job(await self.services.jobs.get(principal, request.fine_tuning_job_id))
+        return reply(await self.services.jobs.get(principal, request.fine_tuning_job_id),
+                     ft_pb2.FineTuningJob)
 
     @unary
     async def List(self, request: ft_pb2.ListJobsRequest,
                    context: Context) -> ft_pb2.ListJobsResponse:
         principal = await self.principal(context)
-        kwargs: dict[str, Any] = {"after": _opt(request, "after"),
-                                  "metadata": dict(request.metadata) or None}
-        if request.HasField("limit"):
-            kwargs["limit"] = request.limit
-        return convert.job_list(await self.services.jobs.list(principal, **kwargs))
+        return reply(await self.services.jobs.list(principal, **_query(request)),
+                     ft_pb2.ListJobsResponse)
 
     @unary
     async def Cancel(self, request: ft_pb2.CancelJobRequest,
                      context: Context) -> ft_pb2.FineTuningJob:
         principal = await self.principal(context)
-        return convert.job(await self.services.jobs.cancel(principal,
-                                                           request.fine_tuning_job_id))
+        return reply(await self.services.jobs.cancel(principal, request.fine_tuning_job_id),
+                     ft_pb2.FineTuningJob)
 
     @unary
     async def Pause(self, request: ft_pb2.PauseJobRequest,
                     context: Context) -> ft_pb2.FineTuningJob:
         principal = await self.principal(context)
-        return convert.job(await self.services.jobs.pause(principal, request.fine_tuning_job_id))
+        return reply(await self.services.jobs.pause(principal, request.fine_tuning_job_id),
+                     ft_pb2.FineTuningJob)
 
     @unary
     async def Resume(self, request: ft_pb2.ResumeJobRequest,
                      context: Context) -> ft_pb2.FineTuningJob:
         principal = await self.principal(context)
-        return convert.job(await self.services.jobs.resume(principal,
-                                                           request.fine_tuning_job_id))
+        return reply(await self.services.jobs.resume(principal, request.fine_tuning_job_id),
+                     ft_pb2.FineTuningJob)
 
     @unary
     async def ListEvents(self, request: ft_pb2.ListJobEventsRequest,
                          context: Context) -> ft_pb2.ListJobEventsResponse:
         principal = await self.principal(context)
-        kwargs: dict[str, Any] = {"after": _opt(request, "after")}
-        if request.HasField("limit"):
-            kwargs["limit"] = request.limit
-        return convert.event_list(await self.services.jobs.list_events(
-            principal, request.fine_tuning_job_id, **kwargs))
+        return reply(await self.services.jobs.list_events(
+            principal, request.fine_tuning_job_id, **_query(request)),
+                     ft_pb2.ListJobEventsResponse)
 
     @unary
     async def ListCheckpoints(self, request: ft_pb2.ListJobCheckpointsRequest,
                               context: Context) -> ft_pb2.ListJobCheckpointsResponse:
         principal = await self.principal(context)
-        kwargs: dict[str, Any] = {"after": _opt(request, "after")}
-        if request.HasField("limit"):
-            kwargs["limit"] = request.limit
-        return convert.checkpoint_list(await self.services.jobs.list_checkpoints(
-            principal, request.fine_tuning_job_id, **kwargs))
+        return reply(await self.services.jobs.list_checkpoints(
+            principal, request.fine_tuning_job_id, **_query(request)),
+                     ft_pb2.ListJobCheckpointsResponse)
 
     @streaming
     async def WatchEvents(self, request: ft_pb2.WatchEventsRequest,
@@ -242,7 +233,7 @@ class FineTuningServicer(_Base, ft_pb2_grpc.FineTuningServicer):
         jobs = self.services.jobs
         job_id = request.fine_tuning_job_id
         job = await jobs.get(principal, job_id)
-        yield ft_pb2.WatchEventsResponse(job=convert.job(job))
+        yield ft_pb2.WatchEventsResponse(job=reply(job, ft_pb2.FineTuningJob))
         cursor = request.after or None
         while True:
             # The terminal transition and its last event commit together: once a terminal
@@ -252,7 +243,7 @@ class FineTuningServicer(_Base, ft_pb2_grpc.FineTuningServicer):
                 page = await jobs.list_events(principal, job_id, after=cursor,
                                               limit=REPLAY_PAGE, order="asc")
                 for event in page.data:
-                    yield ft_pb2.WatchEventsResponse(event=convert.event(event))
+                    yield ft_pb2.WatchEventsResponse(event=reply(event, ft_pb2.JobEvent))
                     cursor = event.id
                 if not page.has_more:
                     break
@@ -262,7 +253,7 @@ class FineTuningServicer(_Base, ft_pb2_grpc.FineTuningServicer):
             latest = await jobs.get(principal, job_id)
             if latest != job:
                 job = latest
-                yield ft_pb2.WatchEventsResponse(job=convert.job(job))
+                yield ft_pb2.WatchEventsResponse(job=reply(job, ft_pb2.FineTuningJob))
 
 
 class ModelsServicer(_Base, models_pb2_grpc.ModelsServicer):
@@ -270,15 +261,16 @@ class ModelsServicer(_Base, models_pb2_grpc.ModelsServicer):
     async def List(self, request: models_pb2.ListModelsRequest,
                    context: Context) -> models_pb2.ListModelsResponse:
         principal = await self.principal(context)
-        return convert.model_list(await self.services.models.list(principal))
+        return reply(await self.services.models.list(principal), models_pb2.ListModelsResponse)
 
     @unary
     async def Get(self, request: models_pb2.GetModelRequest, context: Context) -> models_pb2.Model:
         principal = await self.principal(context)
-        return convert.model(await self.services.models.get(principal, request.model))
+        return reply(await self.services.models.get(principal, request.model), models_pb2.Model)
 
     @unary
     async def Delete(self, request: models_pb2.DeleteModelRequest,
                      context: Context) -> models_pb2.ModelDeleted:
         principal = await self.principal(context)
-        return convert.model_deleted(await self.services.models.delete(principal, request.model))
+        return reply(await self.services.models.delete(principal, request.model),
+                     models_pb2.ModelDeleted)

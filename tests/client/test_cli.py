@@ -237,19 +237,19 @@ async def test_follow_live_view_until_success(cli_env: dict[str, str], training_
     await term.wait_for(rf"{job.id}\s+validating_files")
     await term.wait_for("Validating training file")
 
-    await services.jobs.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
-                                message="Fine-tuning job started")
+    await services.protocol.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
+                                    message="Fine-tuning job started")
     await term.wait_for(rf"{job.id}\s+running")
     for step, loss in ((1, 2.5), (2, 1.75)):
-        await services.jobs.add_event(
+        await services.protocol.add_event(
             job.id, f"Step {step}/4: training loss={loss}", type=EventType.METRICS,
             data={"step": step, "total_steps": 4, "train_loss": loss, "valid_loss": loss + 0.5})
     await term.wait_for(r"step 2/4\s+train loss 1\.7500\s+valid loss 2\.2500\s+ETA")
     assert term.process.poll() is None  # still following
 
     name = fine_tuned_model_name(MODEL, job.organization_id, "live", job.id)
-    await services.jobs.succeed(job.id, fine_tuned_model=name, result_files=[],
-                                trained_tokens=10)
+    await services.protocol.succeed(job.id, fine_tuned_model=name, result_files=[],
+                                    trained_tokens=10)
     assert await term.exit_code() == 0
     assert re.search(rf"job {job.id} succeeded:\s+{re.escape(name)}", term.text)
 
@@ -260,7 +260,8 @@ async def test_follow_exits_non_zero_when_the_job_fails(cli_env: dict[str, str],
     job = tf.jobs.create(model=MODEL, training_file=training_file)
     term = Terminal(["jobs", "follow", job.id], cli_env)
     await term.wait_for(rf"{job.id}\s+validating_files")
-    await services.jobs.fail(job.id, code="invalid_training_file", message="line 3: bad example")
+    await services.protocol.fail(job.id, code="invalid_training_file",
+                                 message="line 3: bad example")
     assert await term.exit_code() == 1
     assert re.search(r"failed:\s+line 3: bad example", term.text), term.text
 

@@ -45,12 +45,12 @@ async def test_quick_start(api_server, grpc_target: str, tenant_a, tf: TuneForge
         await asyncio.sleep(0.05)
     job = created[0]
     assert job.suffix == "adder" and job.lora.rank == 16
-    await services.jobs.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
-    await services.jobs.add_event(job.id, "Step 1/1: training loss=0.5", type=EventType.METRICS,
-                                  data={"step": 1, "total_steps": 1, "train_loss": 0.5})
+    await services.protocol.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
+    await services.protocol.add_event(job.id, "Step 1/1: training loss=0.5", type=EventType.METRICS,
+                                      data={"step": 1, "total_steps": 1, "train_loss": 0.5})
     name = fine_tuned_model_name(MODEL, job.organization_id, "adder", job.id)
-    await services.jobs.succeed(job.id, fine_tuned_model=name, result_files=[],
-                                trained_tokens=10)
+    await services.protocol.succeed(job.id, fine_tuned_model=name, result_files=[],
+                                    trained_tokens=10)
     await asyncio.to_thread(thread.join, 30)
     assert "error" in outcome, "the quick start did not finish"
     error = outcome["error"]

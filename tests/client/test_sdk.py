@@ -70,10 +70,10 @@ async def test_blocking_wait_returns_the_finished_job(tf: TuneForge, training_fi
     waiting = asyncio.ensure_future(asyncio.to_thread(tf.jobs.wait, job.id, timeout=30))
     await asyncio.sleep(0.5)
     assert not waiting.done()
-    await services.jobs.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
+    await services.protocol.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
     name = fine_tuned_model_name(MODEL, job.organization_id, "wait", job.id)
-    await services.jobs.succeed(job.id, fine_tuned_model=name, result_files=[],
-                                trained_tokens=5)
+    await services.protocol.succeed(job.id, fine_tuned_model=name, result_files=[],
+                                    trained_tokens=5)
     finished = await asyncio.wait_for(waiting, 15)
     assert finished.status == "succeeded" and finished.fine_tuned_model == name
     assert [e.message for e in tf.jobs.follow(job.id)][-1] == \

@@ -14,10 +14,10 @@ async def test_tenants_cannot_reach_each_others_objects(stubs: Stubs, stubs_b: S
                                                         training_file: str, services) -> None:  # type: ignore[no-untyped-def]
     job = stubs(stubs.jobs.Create, fine_tuning_pb2.CreateJobRequest(
         model=MODEL, training_file=training_file, suffix="mine"))
-    await services.jobs.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
+    await services.protocol.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
     model = fine_tuned_model_name(MODEL, job.organization_id, "mine", job.id)
-    await services.jobs.succeed(job.id, fine_tuned_model=model, result_files=[],
-                                trained_tokens=1)
+    await services.protocol.succeed(job.id, fine_tuned_model=model, result_files=[],
+                                    trained_tokens=1)
 
     file_id, job_id = training_file, job.id
     calls = [

@@ -90,13 +90,13 @@ async def test_same_sequence_same_objects(arest: httpx.AsyncClient, tf: TuneForg
     # Events (with metrics data) and checkpoints, recorded as a worker would.
     job_id = job_grpc["id"]
     path = f"/fine_tuning/jobs/{job_id}"
-    await services.jobs.advance(job_id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
-                                message="Fine-tuning job started")
+    await services.protocol.advance(job_id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
+                                    message="Fine-tuning job started")
     data = {"step": 2, "total_steps": 10, "train_loss": 1.25, "valid_loss": None, "note": "x"}
-    await services.jobs.add_event(job_id, "Step 2/10: training loss=1.25",
-                                  type=EventType.METRICS, data=data)
-    await services.jobs.add_checkpoint(job_id, step=2, model_name="ckpt-model-2",
-                                       metrics={"step": 2, "train_loss": 1.25})
+    await services.protocol.add_event(job_id, "Step 2/10: training loss=1.25",
+                                      type=EventType.METRICS, data=data)
+    await services.protocol.add_checkpoint(job_id, step=2, model_name="ckpt-model-2",
+                                           metrics={"step": 2, "train_loss": 1.25})
     for query in ({}, {"limit": 2}):
         assert tf.jobs.events(job_id, **query).to_dict() == \
             await rest("GET", f"{path}/events", params=query)
@@ -121,10 +121,10 @@ async def test_same_sequence_same_objects(arest: httpx.AsyncClient, tf: TuneForg
 
     # Models: the same list, and a fine-tuned model deleted over gRPC is gone over REST.
     job = tf.jobs.create(model=MODEL, training_file=file_grpc["id"], suffix="parity")
-    await services.jobs.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
+    await services.protocol.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
     name = fine_tuned_model_name(MODEL, job.organization_id, "parity", job.id)
-    await services.jobs.succeed(job.id, fine_tuned_model=name, result_files=[],
-                                trained_tokens=99)
+    await services.protocol.succeed(job.id, fine_tuned_model=name, result_files=[],
+                                    trained_tokens=99)
     assert tf.jobs.get(job.id).to_dict() == await rest("GET", f"/fine_tuning/jobs/{job.id}")
     assert tf.models.list().to_dict() == await rest("GET", "/models")
     for model in (MODEL, name):

@@ -63,7 +63,7 @@ async def new_job(client: AsyncTuneForge, suffix: str | None = None) -> FineTuni
 async def test_replays_then_tails_live_until_succeeded(atf: AsyncTuneForge, services,  # type: ignore[no-untyped-def]
                                                        arest: httpx.AsyncClient) -> None:
     job = await new_job(atf, suffix="watch")
-    await services.jobs.add_event(job.id, "before the watch")
+    await services.protocol.add_event(job.id, "before the watch")
 
     watcher = Watcher(atf, job.id)
     await eventually(lambda: len(watcher.events) == 3)
@@ -72,20 +72,20 @@ async def test_replays_then_tails_live_until_succeeded(atf: AsyncTuneForge, serv
     assert watcher.messages()[2] == "before the watch"
 
     # Live: a transition, metrics, a message; each arrives while the stream stays open.
-    await services.jobs.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
-                                message="Fine-tuning job started")
+    await services.protocol.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
+                                    message="Fine-tuning job started")
     await eventually(lambda: watcher.jobs[-1].status == "running")
     for step in (1, 2):
-        await services.jobs.add_event(job.id, f"Step {step}/2", type=EventType.METRICS,
-                                      data={"step": step, "total_steps": 2,
+        await services.protocol.add_event(job.id, f"Step {step}/2", type=EventType.METRICS,
+                                          data={"step": step, "total_steps": 2,
                                             "train_loss": 2.0 / step})
         await eventually(lambda s=step: watcher.messages()[-1] == f"Step {s}/2")
     assert watcher.events[-1].data == {"step": 2, "total_steps": 2, "train_loss": 1.0}
     assert not watcher.task.done()
 
     name = fine_tuned_model_name(MODEL, job.organization_id, "watch", job.id)
-    await services.jobs.succeed(job.id, fine_tuned_model=name, result_files=[],
-                                trained_tokens=42)
+    await services.protocol.succeed(job.id, fine_tuned_model=name, result_files=[],
+                                    trained_tokens=42)
     await asyncio.wait_for(watcher.task, 10)  # the stream ends by itself
     assert watcher.jobs[-1].status == "succeeded"
     assert watcher.jobs[-1].fine_tuned_model == name
@@ -100,8 +100,8 @@ async def test_replays_then_tails_live_until_succeeded(atf: AsyncTuneForge, serv
 async def test_cursor_replays_only_later_events_and_ends_at_once(atf: AsyncTuneForge,
                                                                  services) -> None:  # type: ignore[no-untyped-def]
     job = await new_job(atf)
-    await services.jobs.fail(job.id, code="invalid_training_file",
-                             message="line 3: not a chat example")
+    await services.protocol.fail(job.id, code="invalid_training_file",
+                                 message="line 3: not a chat example")
     events = (await atf.jobs.events(job.id, limit=100)).data[::-1]
     assert len(events) == 3
 

@@ -7,10 +7,8 @@ from typing import Any
 
 import grpc
 
-import tuneforge_client._pb.tuneforge.v1.fine_tuning_pb2 as ft_pb2
-import tuneforge_client._pb.tuneforge.v1.fine_tuning_pb2_grpc as ft_pb2_grpc
-from tuneforge_client import _convert as c
 from tuneforge_client import types as t
+from tuneforge_client._convert import page, read, request
 from tuneforge_client._pb.tuneforge.v1 import (
     errors_pb2,
     files_pb2,
@@ -18,6 +16,8 @@ from tuneforge_client._pb.tuneforge.v1 import (
     models_pb2,
     models_pb2_grpc,
 )
+from tuneforge_client._pb.tuneforge.v1 import fine_tuning_pb2 as ft_pb2
+from tuneforge_client._pb.tuneforge.v1 import fine_tuning_pb2_grpc as ft_pb2_grpc
 from tuneforge_client.errors import (
     APIConnectionError,
     APITimeoutError,
@@ -143,20 +143,20 @@ class GrpcTransport:
             created = await self.files.Upload(requests(), metadata=self.metadata)
         except grpc.aio.AioRpcError as exc:
             raise translate(exc) from None
-        return c.file(created)
+        return read(created, t.FileObject)
 
     async def list_files(self, *, after: str | None, limit: int | None, order: str | None,
                          purpose: str | None) -> t.Page[t.FileObject]:
-        request = files_pb2.ListFilesRequest(after=after, limit=limit, order=order,
-                                             purpose=purpose)
-        return c.page(await self.call(self.files.List, request), c.file)
+        query = files_pb2.ListFilesRequest(after=after, limit=limit, order=order, purpose=purpose)
+        return page(await self.call(self.files.List, query), t.FileObject)
 
     async def get_file(self, file_id: str) -> t.FileObject:
-        return c.file(await self.call(self.files.Get, files_pb2.GetFileRequest(file_id=file_id)))
+        return read(await self.call(self.files.Get, files_pb2.GetFileRequest(file_id=file_id)),
+                    t.FileObject)
 
     async def delete_file(self, file_id: str) -> t.FileDeleted:
-        return c.file_deleted(await self.call(self.files.Delete,
-                                              files_pb2.DeleteFileRequest(file_id=file_id)))
+        return read(await self.call(self.files.Delete,
+                                    files_pb2.DeleteFileRequest(file_id=file_id)), t.FileDeleted)
 
     async def file_content(self, file_id: str) -> AsyncIterator[bytes]:
         stream = self.files.Content(files_pb2.GetFileContentRequest(file_id=file_id),
@@ -173,16 +173,18 @@ class GrpcTransport:
     # ---- jobs --------------------------------------------------------------------------
 
     async def create_job(self, body: dict[str, Any]) -> t.FineTuningJob:
-        return c.job(await self.call(self.jobs.Create, c.create_job_request(body)))
+        return read(await self.call(self.jobs.Create, request(body, ft_pb2.CreateJobRequest)),
+                    t.FineTuningJob)
 
     async def list_jobs(self, *, after: str | None, limit: int | None,
                         metadata: dict[str, str] | None) -> t.Page[t.FineTuningJob]:
-        request = ft_pb2.ListJobsRequest(after=after, limit=limit, metadata=metadata or {})
-        return c.page(await self.call(self.jobs.List, request), c.job)
+        query = ft_pb2.ListJobsRequest(after=after, limit=limit, metadata=metadata or {})
+        return page(await self.call(self.jobs.List, query), t.FineTuningJob)
 
     async def get_job(self, job_id: str) -> t.FineTuningJob:
-        return c.job(await self.call(self.jobs.Get,
-                                     ft_pb2.GetJobRequest(fine_tuning_job_id=job_id)))
+        return read(await self.call(self.jobs.Get,
+                                    ft_pb2.GetJobRequest(fine_tuning_job_id=job_id)),
+                    t.FineTuningJob)
 
     async def job_action(self, job_id: str, action: str) -> t.FineTuningJob:
         method, request_type = {
@@ -190,19 +192,19 @@ class GrpcTransport:
             "pause": (self.jobs.Pause, ft_pb2.PauseJobRequest),
             "resume": (self.jobs.Resume, ft_pb2.ResumeJobRequest),
         }[action]
-        return c.job(await self.call(method, request_type(fine_tuning_job_id=job_id)))
+        return read(await self.call(method, request_type(fine_tuning_job_id=job_id)),
+                    t.FineTuningJob)
 
     async def list_events(self, job_id: str, *, after: str | None,
                           limit: int | None) -> t.Page[t.FineTuningJobEvent]:
-        request = ft_pb2.ListJobEventsRequest(fine_tuning_job_id=job_id, after=after,
-                                              limit=limit)
-        return c.page(await self.call(self.jobs.ListEvents, request), c.event)
+        query = ft_pb2.ListJobEventsRequest(fine_tuning_job_id=job_id, after=after, limit=limit)
+        return page(await self.call(self.jobs.ListEvents, query), t.FineTuningJobEvent)
 
     async def list_checkpoints(self, job_id: str, *, after: str | None,
                                limit: int | None) -> t.Page[t.FineTuningJobCheckpoint]:
-        request = ft_pb2.ListJobCheckpointsRequest(fine_tuning_job_id=job_id, after=after,
-                                                   limit=limit)
-        return c.page(await self.call(self.jobs.ListCheckpoints, request), c.checkpoint)
+        query = ft_pb2.ListJobCheckpointsRequest(fine_tuning_job_id=job_id, after=after,
+                                                 limit=limit)
+        return page(await self.call(self.jobs.ListCheckpoints, query), t.FineTuningJobCheckpoint)
 
     async def watch(self, job_id: str, *, after: str | None
                     ) -> AsyncIterator[t.FineTuningJobEvent | t.FineTuningJob]:
@@ -212,9 +214,9 @@ class GrpcTransport:
         try:
             async for message in stream:
                 if message.WhichOneof("update") == "event":
-                    yield c.event(message.event)
+                    yield read(message.event, t.FineTuningJobEvent)
                 elif message.WhichOneof("update") == "job":
-                    yield c.job(message.job)
+                    yield read(message.job, t.FineTuningJob)
         except grpc.aio.AioRpcError as exc:
             raise translate(exc) from None
         finally:
@@ -223,11 +225,12 @@ class GrpcTransport:
     # ---- models ------------------------------------------------------------------------
 
     async def list_models(self) -> t.Page[t.Model]:
-        return c.page(await self.call(self.models.List, models_pb2.ListModelsRequest()), c.model)
+        return page(await self.call(self.models.List, models_pb2.ListModelsRequest()), t.Model)
 
     async def get_model(self, model: str) -> t.Model:
-        return c.model(await self.call(self.models.Get, models_pb2.GetModelRequest(model=model)))
+        return read(await self.call(self.models.Get, models_pb2.GetModelRequest(model=model)),
+                    t.Model)
 
     async def delete_model(self, model: str) -> t.ModelDeleted:
-        return c.model_deleted(await self.call(self.models.Delete,
-                                               models_pb2.DeleteModelRequest(model=model)))
+        return read(await self.call(self.models.Delete,
+                                    models_pb2.DeleteModelRequest(model=model)), t.ModelDeleted)

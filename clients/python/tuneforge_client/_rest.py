@@ -104,7 +104,7 @@ class RestTransport:
                          purpose: str | None) -> t.Page[t.FileObject]:
         data = await self.request("GET", "/files", params=_query(
             after=after, limit=limit, order=order, purpose=purpose))
-        return _page(data, t.FileObject.from_dict)
+        return t.Page.of(data, t.FileObject.from_dict)
 
     async def get_file(self, file_id: str) -> t.FileObject:
         return t.FileObject.from_dict(await self.request("GET", f"/files/{quote(file_id)}"))
@@ -136,7 +136,7 @@ class RestTransport:
         params = _query(after=after, limit=limit)
         params.update({f"metadata[{k}]": v for k, v in (metadata or {}).items()})
         data = await self.request("GET", "/fine_tuning/jobs", params=params)
-        return _page(data, t.FineTuningJob.from_dict)
+        return t.Page.of(data, t.FineTuningJob.from_dict)
 
     async def get_job(self, job_id: str) -> t.FineTuningJob:
         return t.FineTuningJob.from_dict(
@@ -150,18 +150,18 @@ class RestTransport:
                           limit: int | None) -> t.Page[t.FineTuningJobEvent]:
         data = await self.request("GET", f"/fine_tuning/jobs/{quote(job_id)}/events",
                                   params=_query(after=after, limit=limit))
-        return _page(data, t.FineTuningJobEvent.from_dict)
+        return t.Page.of(data, t.FineTuningJobEvent.from_dict)
 
     async def list_checkpoints(self, job_id: str, *, after: str | None,
                                limit: int | None) -> t.Page[t.FineTuningJobCheckpoint]:
         data = await self.request("GET", f"/fine_tuning/jobs/{quote(job_id)}/checkpoints",
                                   params=_query(after=after, limit=limit))
-        return _page(data, t.FineTuningJobCheckpoint.from_dict)
+        return t.Page.of(data, t.FineTuningJobCheckpoint.from_dict)
 
     # ---- models ------------------------------------------------------------------------
 
     async def list_models(self) -> t.Page[t.Model]:
-        return _page(await self.request("GET", "/models"), t.Model.from_dict)
+        return t.Page.of(await self.request("GET", "/models"), t.Model.from_dict)
 
     async def get_model(self, model: str) -> t.Model:
         return t.Model.from_dict(await self.request("GET", f"/models/{quote(model, safe=':')}"))
@@ -199,9 +199,3 @@ class RestTransport:
             raise APITimeoutError("chat completion timed out") from exc
         except httpx.TransportError as exc:
             raise APIConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
-
-
-def _page(data: dict[str, Any], item: Any) -> t.Page[Any]:
-    return t.Page(data=[item(x) for x in data.get("data") or []],
-                  has_more=bool(data.get("has_more")), first_id=data.get("first_id"),
-                  last_id=data.get("last_id"))

@@ -7,8 +7,22 @@ REST API returns, and `from_dict()` reads it.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from types import UnionType
+from typing import (
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    Self,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 T = TypeVar("T")
 
@@ -28,6 +42,25 @@ def _json(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _decode(hint: Any, value: Any) -> Any:
+    """A JSON value as the type a field is annotated with: objects (also in lists) become
+    their classes; everything else is JSON already."""
+    if value is None:
+        return None
+    options = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    for option in options:
+        if isinstance(option, type) and issubclass(option, _Object) and isinstance(value, dict):
+            return option.from_dict(value)
+        if get_origin(option) is list and isinstance(value, list):
+            return [_decode(get_args(option)[0], v) for v in value]
+    return value
+
+
 class _Object:
     # Fields the REST API leaves out, rather than sending null, when they have no value.
     _omit_if_none: ClassVar[frozenset[str]] = frozenset()
@@ -38,6 +71,15 @@ class _Object:
                 for f in dataclasses.fields(self)  # type: ignore[arg-type]
                 if (value := getattr(self, f.name)) is not None
                 or f.name not in self._omit_if_none}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        """The object from the REST API's JSON (fields this version does not know are
+        ignored)."""
+        hints = _hints(cls)
+        return cls(**{f.name: _decode(hints[f.name], d[f.name])
+                      for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                      if f.name in d})
 
 
 @dataclass(frozen=True)
@@ -54,22 +96,12 @@ class FileObject(_Object):
     status_details: str | None = None
     object: Literal["file"] = "file"
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FileObject:
-        return cls(id=d["id"], bytes=d["bytes"], created_at=d["created_at"],
-                   filename=d["filename"], purpose=d["purpose"], status=d["status"],
-                   expires_at=d.get("expires_at"), status_details=d.get("status_details"))
-
 
 @dataclass(frozen=True)
 class FileDeleted(_Object):
     id: str
     deleted: bool
     object: Literal["file"] = "file"
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FileDeleted:
-        return cls(id=d["id"], deleted=d["deleted"])
 
 
 @dataclass(frozen=True)
@@ -80,27 +112,12 @@ class Hyperparameters(_Object):
     learning_rate_multiplier: float | Auto | None = None
     n_epochs: int | Auto | None = None
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Hyperparameters:
-        return cls(batch_size=d.get("batch_size"),
-                   learning_rate_multiplier=d.get("learning_rate_multiplier"),
-                   n_epochs=d.get("n_epochs"))
-
 
 @dataclass(frozen=True)
-class DpoHyperparameters(_Object):
-    _omit_if_none = frozenset({"batch_size", "learning_rate_multiplier", "n_epochs", "beta"})
+class DpoHyperparameters(Hyperparameters):
+    _omit_if_none = Hyperparameters._omit_if_none | {"beta"}
 
-    batch_size: int | Auto | None = None
-    learning_rate_multiplier: float | Auto | None = None
-    n_epochs: int | Auto | None = None
     beta: float | Auto | None = None
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DpoHyperparameters:
-        return cls(batch_size=d.get("batch_size"),
-                   learning_rate_multiplier=d.get("learning_rate_multiplier"),
-                   n_epochs=d.get("n_epochs"), beta=d.get("beta"))
 
 
 @dataclass(frozen=True)
@@ -121,17 +138,6 @@ class Method(_Object):
     supervised: SupervisedMethod | None = None
     dpo: DpoMethod | None = None
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Method:
-        supervised, dpo = d.get("supervised"), d.get("dpo")
-        return cls(
-            type=d["type"],
-            supervised=SupervisedMethod(Hyperparameters.from_dict(
-                supervised.get("hyperparameters") or {})) if supervised else None,
-            dpo=DpoMethod(DpoHyperparameters.from_dict(
-                dpo.get("hyperparameters") or {})) if dpo else None,
-        )
-
 
 @dataclass(frozen=True)
 class Lora(_Object):
@@ -142,11 +148,6 @@ class Lora(_Object):
     dropout: float
     target_modules: str | list[str]
     quantization: str
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Lora:
-        return cls(rank=d["rank"], alpha=d["alpha"], dropout=d["dropout"],
-                   target_modules=d["target_modules"], quantization=d["quantization"])
 
 
 @dataclass(frozen=True)
@@ -170,10 +171,6 @@ class Wandb(_Object):
 class Integration(_Object):
     type: Literal["wandb"]
     wandb: Wandb
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Integration:
-        return cls(type=d["type"], wandb=Wandb(**d["wandb"]))
 
 
 @dataclass(frozen=True)
@@ -207,26 +204,6 @@ class FineTuningJob(_Object):
         """Whether the job has ended (succeeded, failed or cancelled)."""
         return self.status in TERMINAL_STATUSES
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FineTuningJob:
-        error = d.get("error")
-        integrations = d.get("integrations")
-        return cls(
-            id=d["id"], created_at=d["created_at"],
-            hyperparameters=Hyperparameters.from_dict(d.get("hyperparameters") or {}),
-            model=d["model"], organization_id=d["organization_id"], seed=d["seed"],
-            status=d["status"], training_file=d["training_file"],
-            method=Method.from_dict(d["method"]), lora=Lora.from_dict(d["lora"]),
-            result_files=list(d.get("result_files") or []),
-            error=JobError(**error) if error else None,
-            fine_tuned_model=d.get("fine_tuned_model"), finished_at=d.get("finished_at"),
-            trained_tokens=d.get("trained_tokens"), validation_file=d.get("validation_file"),
-            estimated_finish=d.get("estimated_finish"),
-            integrations=[Integration.from_dict(i) for i in integrations]
-            if integrations is not None else None,
-            metadata=d.get("metadata"), suffix=d.get("suffix"),
-        )
-
 
 @dataclass(frozen=True)
 class FineTuningJobEvent(_Object):
@@ -240,25 +217,40 @@ class FineTuningJobEvent(_Object):
     data: dict[str, Any] | None = None
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FineTuningJobEvent:
-        return cls(id=d["id"], created_at=d["created_at"], level=d["level"],
-                   message=d["message"], type=d.get("type", "message"), data=d.get("data"))
 
-
-@dataclass(frozen=True)
 class CheckpointMetrics(_Object):
-    _omit_if_none = frozenset({"step", "train_loss", "train_mean_token_accuracy", "valid_loss",
-                               "valid_mean_token_accuracy", "full_valid_loss",
-                               "full_valid_mean_token_accuracy"})
+    """A checkpoint's metrics by name, as the server reported them: OpenAI's `step`,
+    `train_loss`, `train_mean_token_accuracy`, `valid_loss`, ... A metric that was not
+    reported reads as None, and `to_dict()` leaves it out, as the REST API does."""
 
-    step: float | None = None
-    train_loss: float | None = None
-    train_mean_token_accuracy: float | None = None
-    valid_loss: float | None = None
-    valid_mean_token_accuracy: float | None = None
-    full_valid_loss: float | None = None
-    full_valid_mean_token_accuracy: float | None = None
+    def __init__(self, **metrics: float | None) -> None:
+        object.__setattr__(self, "_metrics",
+                           {name: value for name, value in metrics.items() if value is not None})
+
+    def __getattr__(self, name: str) -> float | None:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._metrics.get(name)  # type: ignore[no-any-return]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CheckpointMetrics) and self._metrics == other._metrics
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._metrics.items()))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in self._metrics.items())
+        return f"CheckpointMetrics({shown})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._metrics)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -271,14 +263,6 @@ class FineTuningJobCheckpoint(_Object):
     step_number: int
     object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FineTuningJobCheckpoint:
-        return cls(id=d["id"], created_at=d["created_at"],
-                   fine_tuned_model_checkpoint=d["fine_tuned_model_checkpoint"],
-                   fine_tuning_job_id=d["fine_tuning_job_id"],
-                   metrics=CheckpointMetrics(**(d.get("metrics") or {})),
-                   step_number=d["step_number"])
-
 
 @dataclass(frozen=True)
 class Model(_Object):
@@ -287,20 +271,12 @@ class Model(_Object):
     owned_by: str
     object: Literal["model"] = "model"
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Model:
-        return cls(id=d["id"], created=d["created"], owned_by=d["owned_by"])
-
 
 @dataclass(frozen=True)
 class ModelDeleted(_Object):
     id: str
     deleted: bool
     object: Literal["model"] = "model"
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelDeleted:
-        return cls(id=d["id"], deleted=d["deleted"])
 
 
 @dataclass(frozen=True)
@@ -320,6 +296,13 @@ class Page(_Object, Generic[T]):
 
     def __len__(self) -> int:
         return len(self.data)
+
+    @classmethod
+    def of(cls, d: dict[str, Any], item: Callable[[dict[str, Any]], T]) -> Page[T]:
+        """The page from the REST API's JSON, each item read by `item`."""
+        return cls(data=[item(x) for x in d.get("data") or []],
+                   has_more=bool(d.get("has_more")), first_id=d.get("first_id"),
+                   last_id=d.get("last_id"))
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,0 @@
-"""Generated from proto/ by clients/python/generate.py: do not edit."""
