@@ -1,6 +1,8 @@
-"""The hot-load contract across machines: the worker and the API share only the database,
-Redis and S3 (here: different data directories), and a fine-tuned model still answers through
-the API before, or at the moment, its job reports succeeded."""
+"""A job trained through the API by a real `trainer.worker` becomes chat-able through the proxy
+the moment it succeeds, and shows what it learned; the base model does not. The hot-load
+contract holds across machines: the worker and the API share only the database, Redis and S3
+(here: different data directories), and the model answers before, or at the moment, its job
+reports succeeded."""
 
 from __future__ import annotations
 
