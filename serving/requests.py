@@ -29,12 +29,11 @@ from serving.errors import AdapterMissing, AdapterRejected, NoReplica
 from serving.registry import Loaded, Registry, Replica
 from serving.router import Router
 from serving.vllm import ReplicaUnreachable
-from tuneforge.domain import JobStatus
+from tuneforge.domain import UNPUBLISHED_STATUSES, JobStatus
 from tuneforge.errors import ApiError
 
 log = logging.getLogger(__name__)
 
-_UNPUBLISHED = frozenset({JobStatus.CANCELLED, JobStatus.FAILED})
 # An answered request of a succeeded job is kept this long (its worker has read the answer
 # long before), then dropped: the table holds only the requests of jobs still running.
 _KEEP_ANSWERED = 60.0
@@ -64,7 +63,7 @@ class RequestDesk:
         now = time.time()
         done: list[str] = []
         for ask in asks:
-            if ask.job_status in _UNPUBLISHED:
+            if ask.job_status in UNPUBLISHED_STATUSES:
                 await self._unpublish(ask)
                 done.append(ask.id)
             elif ask.ready_at is None and ask.error is None:

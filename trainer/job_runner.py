@@ -31,6 +31,7 @@ from server.storage import ObjectStore, StorageUnavailable
 from trainer.run_writes import BackgroundWrites
 from trainer.stop import StopRequest
 from tuneforge.domain import (
+    UNPUBLISHED_STATUSES,
     EventLevel,
     EventType,
     JobSpec,
@@ -396,7 +397,7 @@ class JobRunner:
         """Once the job was cancelled or failed nobody will publish it: remove the adapter,
         merged weights and results this run may have uploaded."""
         status = await self.jobs.status(self.job_id)
-        if status in (JobStatus.CANCELLED, JobStatus.FAILED) and not self.lease_lost:
+        if status in UNPUBLISHED_STATUSES and not self.lease_lost:
             for prefix in published_prefixes(self.job_id):
                 await self.store.delete_prefix(prefix)
             await self.store.delete(results_key(self.job_id))

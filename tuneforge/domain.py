@@ -49,6 +49,8 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+# Ended without a model: nothing the job uploaded or asked to serve will ever be published.
+UNPUBLISHED_STATUSES = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 # Jobs a worker should be holding or about to pick up.
 ACTIVE_STATUSES = frozenset({JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING})
 

@@ -15,16 +15,13 @@ from server.db.models import FineTunedModel, Job, JobCheckpoint, ServingRequest
 from server.service.context import Context
 from server.service.objects import ListPage, ModelDeleted, ModelObject, page
 from server.service.pagination import scoped
-from tuneforge.domain import JobStatus, now
+from tuneforge.domain import UNPUBLISHED_STATUSES, now
 from tuneforge.errors import ApiError, not_found
 from tuneforge.layout import adapter_prefix, checkpoint_prefix
 
 BASE_OWNER = "tuneforge"
 
 log = logging.getLogger(__name__)
-
-# A serving request of a job that ended so will never be a model: its adapter is unloaded.
-_UNPUBLISHED = (JobStatus.CANCELLED, JobStatus.FAILED)
 
 
 @dataclass(frozen=True)
@@ -196,7 +193,7 @@ class ModelService:
             stmt = stmt.where(ServingRequest.ready_at.is_not(None))
         result: dict[str, ServableModel | None] = {}
         for row in (await session.execute(stmt)).all():  # the newest request wins
-            result[row.model] = None if row.status in _UNPUBLISHED else ServableModel(
+            result[row.model] = None if row.status in UNPUBLISHED_STATUSES else ServableModel(
                 row.model, row.base_model, row.adapter_prefix, int(row.requested_at))
         return result
 
