@@ -74,8 +74,11 @@ def status_values(statuses: Iterable[JobStatus]) -> list[str]:
 
 
 def holds_lease(worker_id: str) -> tuple[Any, ...]:
-    """WHERE clauses: `worker_id` holds the job's lease and it has not lapsed."""
-    return Job.lease_owner == worker_id, Job.lease_expires_at >= now()
+    """WHERE clauses: `worker_id` still holds the job's lease. Every takeover (another
+    worker's claim, the reconciler's requeue, a release) changes the owner in one guarded
+    UPDATE, so the owner alone decides; a lapse only lets someone take over. A worker whose
+    heartbeat came late but whom nobody replaced keeps its job instead of restarting it."""
+    return (Job.lease_owner == worker_id,)
 
 
 def lease_is_free() -> Any:
@@ -167,8 +170,8 @@ class JobProtocol:
 
     async def heartbeat(self, job_id: str, worker_id: str,
                         lease_seconds: int | None = None) -> JobStatus | None:
-        """Renew a live lease; returns the job's status, or None if the lease was lost (taken
-        by another worker, released, or lapsed)."""
+        """Renew the lease; returns the job's status, or None if the lease was lost (taken
+        over by another worker or the reconciler, or released)."""
         seconds = self.lease_seconds if lease_seconds is None else lease_seconds
         async with self.sessions() as session, session.begin():
             result = await session.execute(
@@ -182,13 +185,15 @@ class JobProtocol:
 
     async def control(self, job_id: str, worker_id: str) -> JobStatus | None:
         """What a running worker polls between heartbeats: the job's status, or None when it
-        no longer holds a live lease. One indexed read; no write."""
+        no longer holds the lease. One indexed read (a write only to renew a lapsed lease)."""
         async with self.sessions() as session:
             row = (await session.execute(
                 select(Job.status, Job.lease_owner, Job.lease_expires_at).where(Job.id == job_id)
             )).one_or_none()
-        if row is None or row.lease_owner != worker_id or (row.lease_expires_at or 0) < now():
+        if row is None or row.lease_owner != worker_id:
             return None
+        if (row.lease_expires_at or 0) < now():  # lapsed, but nobody took over: renew it
+            return await self.heartbeat(job_id, worker_id)
         return JobStatus(row.status)
 
     async def release(self, job_id: str, worker_id: str) -> None:

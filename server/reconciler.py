@@ -1,6 +1,7 @@
 """Makes the queue and the database agree, so a Redis restart or a dead worker loses nothing.
 
-- A `validating_files`/`queued` job whose queue entry is gone is enqueued again.
+- A job no worker holds whose queue entry is gone (or whose task ended without moving it on)
+  is enqueued again; a `running` one resumes from its last checkpoint.
 - A job whose worker's lease lapsed (in any state a worker owns: `validating_files`, `queued`,
   `running`) goes back to the queue; a running one resumes from its last checkpoint.
 - Pending uploads past their expiry are expired and their parts removed.
@@ -37,8 +38,9 @@ async def reconcile_once(services: Services) -> dict[str, int]:
                       "The worker handling this job stopped responding; enqueued again")
             requeued += await services.jobs.requeue(job, reason) is not None
             continue
-        if job.status == JobStatus.RUNNING:
-            continue  # only a worker's lease moves a job to running; it has released it
+        # No lease: the job waits for its queue entry. That holds for a `running` job too,
+        # whose worker let go of it without moving it on (shut down, or lost its lease):
+        # arq retries an interrupted task, and an entry that is gone or done is lost.
         if now() - max(job.created_at, job.updated_at or 0) < QUEUE_ENTRY_GRACE_SECONDS:
             continue  # its queue entry is written just after its row: not lost, only not yet
         queue_status = await services.ctx.queue.status(job.queue_job_id or "")

@@ -7,6 +7,7 @@ job stored, refuse a second stack on its ports, and leave no process behind when
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ import psutil
 import pytest
 
 from tests.conftest import MODEL_CACHE, REPO
-from tuneforge.processes import free_port
+from tuneforge.processes import WeedPorts, free_port
 
 pytestmark = [pytest.mark.vllm, pytest.mark.train]
 
@@ -40,6 +41,9 @@ class StackRun:
             "TUNEFORGE_GRPC_PORT": str(free_port()),
             "TUNEFORGE_EMBEDDED__REDIS_PORT": str(free_port()),
             "TUNEFORGE_EMBEDDED__S3_PORT": str(free_port()),
+            # weed mini's other ports default to S3's + 1..8, which another process may hold.
+            **{f"TUNEFORGE_EMBEDDED__S3_{role.upper()}_PORT": str(port)
+               for role, port in dataclasses.asdict(WeedPorts.free()).items()},
             "TUNEFORGE_MODEL_CACHE_DIR": str(MODEL_CACHE),
         }
         self.output = data_dir / f"{args[-1] if args else 'run'}-{time.time_ns()}.out"

@@ -68,6 +68,32 @@ async def test_a_worker_that_lost_its_lease_writes_nothing(
     assert (state.ready_at, state.replicas, state.error) == (None, None, None)
 
 
+async def test_a_late_heartbeat_and_the_takeover_race_and_one_wins(
+    client: openai.OpenAI, services  # type: ignore[no-untyped-def]
+) -> None:
+    """A worker whose lease lapsed (its heartbeat came late) keeps the job if it renews before
+    anyone takes over; if the reconciler requeues it first, the worker writes nothing more."""
+    for _ in range(4):
+        job_id = await running_job(client, services, "worker-slow")
+        assert await services.protocol.claim(job_id, "worker-slow", -1)  # the lease lapses
+        job = next(j for j in await services.jobs.jobs_in([JobStatus.RUNNING]) if j.id == job_id)
+        renewed, requeued = await asyncio.gather(
+            services.protocol.control(job_id, "worker-slow"),
+            services.jobs.requeue(job, "The worker training this job stopped responding"))
+        # (The API server's own reconciler may take it over first: then neither wins here.)
+        assert renewed is None or requeued is None
+        status = client.fine_tuning.jobs.retrieve(job_id).status
+        if renewed is not None:
+            assert status == "running"
+            await services.protocol.add_event(job_id, "Step 2/9: kept", worker_id="worker-slow")
+            assert not await services.protocol.claim(job_id, "worker-other", 60)
+        else:
+            assert status == "queued"
+            with pytest.raises(LeaseLost):
+                await services.protocol.add_event(job_id, "Step 2/9: stale",
+                                                  worker_id="worker-slow")
+
+
 async def test_resume_waits_for_the_paused_run_to_let_go(
     client: openai.OpenAI, services, settings  # type: ignore[no-untyped-def]
 ) -> None:

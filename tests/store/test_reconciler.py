@@ -59,3 +59,35 @@ async def test_a_running_job_whose_worker_died_is_requeued(
     assert await services.ctx.queue.status(f"{job_id}:2") == QueueStatus.queued
     # The dead worker's lease is gone: it can no longer move the job.
     assert await services.protocol.heartbeat(job_id, "worker-dead", 60) is None
+
+
+async def test_a_running_job_its_worker_let_go_of_waits_for_its_entry_then_is_requeued(
+    client: openai.OpenAI, services, settings  # type: ignore[no-untyped-def]
+) -> None:
+    """A worker can release a `running` job without moving it on (it shut down, or lost its
+    lease): arq hands an interrupted task back, so the job waits for that entry; once the
+    entry is gone nothing would ever run it, and it is requeued to resume."""
+    from arq.constants import job_key_prefix
+
+    from server.reconciler import QUEUE_ENTRY_GRACE_SECONDS
+
+    job_id = new_job(client)
+    assert await services.protocol.claim(job_id, "worker-gone", 60)
+    assert await services.protocol.advance(job_id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
+                                           worker_id="worker-gone")
+    await services.protocol.release(job_id, "worker-gone")
+    await asyncio.sleep(QUEUE_ENTRY_GRACE_SECONDS + 2)  # several reconciler passes
+    assert client.fine_tuning.jobs.retrieve(job_id).status == "running"
+    assert await services.ctx.queue.status(f"{job_id}:1") == QueueStatus.queued
+
+    async with aioredis.from_url(settings.redis_url) as redis:
+        await redis.delete(job_key_prefix + f"{job_id}:1")
+        await redis.zrem(settings.queue_name, f"{job_id}:1")
+
+    async def requeued() -> bool:
+        return client.fine_tuning.jobs.retrieve(job_id).status == "queued"
+
+    await wait_for(requeued)
+    assert await services.ctx.queue.status(f"{job_id}:2") == QueueStatus.queued
+    assert client.fine_tuning.jobs.list_events(job_id).data[0].message == (
+        "The job's queue entry was lost; enqueued again")
