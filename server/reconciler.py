@@ -1,9 +1,11 @@
 """Makes the queue and the database agree, so a Redis restart or a dead worker loses nothing.
 
+- A `validating_files` job nobody validates (its API process died mid-validation, so it has
+  no queue entry yet) is validated again (`server.service.validation`).
 - A job no worker holds whose queue entry is gone (or whose task ended without moving it on)
   is enqueued again; a `running` one resumes from its last checkpoint.
-- A job whose worker's lease lapsed (in any state a worker owns: `validating_files`, `queued`,
-  `running`) goes back to the queue; a running one resumes from its last checkpoint.
+- A job whose worker's lease lapsed (in a state a worker owns: `queued`, `running`) goes
+  back to the queue; a running one resumes from its last checkpoint.
 - Pending uploads past their expiry are expired and their parts removed.
 """
 
@@ -14,20 +16,24 @@ import logging
 
 from arq.jobs import JobStatus as QueueStatus
 
+from server.db.models import Job
 from server.service import Services
 from tuneforge.domain import JobStatus, now
 
 log = logging.getLogger(__name__)
 
-# A job's row commits before its queue entry is written (create, resume, requeue); an entry
-# missing for less than this is not taken as lost.
+# A job's row commits before its queue entry is written (resume, requeue) or its validation
+# takes it (create); an entry or a lease missing for less than this is not taken as lost.
 QUEUE_ENTRY_GRACE_SECONDS = 5
 
 
 async def reconcile_once(services: Services) -> dict[str, int]:
-    requeued = 0
+    requeued = revalidated = 0
     for job in await services.jobs.jobs_in((JobStatus.VALIDATING_FILES, JobStatus.QUEUED,
                                             JobStatus.RUNNING)):
+        if job.status == JobStatus.VALIDATING_FILES:
+            revalidated += _revalidate(services, job)
+            continue
         # The lease in the database is the truth for every state a worker owns; arq's
         # in-progress key outlives a killed worker by the whole job timeout.
         if job.lease_owner is not None:
@@ -53,8 +59,21 @@ async def reconcile_once(services: Services) -> dict[str, int]:
                 job, "The job's queue task ended early; enqueued again") is not None
     expired = await services.uploads.expire_due()
     aborted = await services.uploads.abort_stale_multipart_uploads()  # throttled inside
-    return {"requeued": requeued, "expired_uploads": expired,
+    return {"requeued": requeued, "revalidated": revalidated, "expired_uploads": expired,
             "aborted_multipart_uploads": aborted}
+
+
+def _revalidate(services: Services, job: Job) -> bool:
+    """A `validating_files` job is the API's until validated (it has no queue entry yet):
+    validate it again when nobody holds its lease, i.e. the process that validated it died
+    (its lease lapsed) or died before taking it. A live lease means a validation (or, for a
+    job created before validation moved to the API, a worker) is at work."""
+    if job.lease_owner is not None and (job.lease_expires_at or 0) >= now():
+        return False
+    if job.lease_owner is None and (
+            now() - max(job.created_at, job.updated_at or 0) < QUEUE_ENTRY_GRACE_SECONDS):
+        return False  # just created: its validation is about to take it
+    return services.validation.start(job.id)
 
 
 async def run_forever(services: Services, interval: float) -> None:

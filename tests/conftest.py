@@ -7,6 +7,7 @@ Every process started here is stopped by PID at the end of the session.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import secrets
 import shutil
@@ -254,3 +255,34 @@ async def no_leftover_jobs(services) -> None:  # type: ignore[no-untyped-def]
             await services.jobs.cancel(Principal(organization_id, "tests"), job_id)
         except ApiError:  # it ended meanwhile
             pass
+
+
+async def until_validated(client: object, job_id: str, within: float = 30.0) -> str:
+    """Wait until the API has validated a new job's files (it leaves `validating_files`:
+    `queued`, or `failed` for bad data, or `cancelled`); returns that status. `client` is an
+    `httpx.AsyncClient` on the API's `/v1`, an `openai.OpenAI`, a TuneForge SDK client, or the
+    in-process `services` fixture."""
+
+    async def status() -> str:
+        protocol = getattr(client, "protocol", None)
+        if protocol is not None:  # the service layer: the worker's view of the job
+            return str((await protocol.status(job_id)).value)
+        if isinstance(client, httpx.AsyncClient):
+            response = await client.get(f"/fine_tuning/jobs/{job_id}")
+            response.raise_for_status()
+            return str(response.json()["status"])
+        fine_tuning = getattr(client, "fine_tuning", None)
+        if fine_tuning is not None:  # the openai SDK (blocking)
+            job = await asyncio.to_thread(fine_tuning.jobs.retrieve, job_id)
+        else:  # the TuneForge SDK, blocking or asyncio
+            get = client.jobs.get  # type: ignore[attr-defined]
+            job = (await get(job_id) if inspect.iscoroutinefunction(get)
+                   else await asyncio.to_thread(get, job_id))
+        return str(job.status)
+
+    deadline = asyncio.get_running_loop().time() + within
+    while (current := await status()) == "validating_files":
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"{job_id} is still validating_files after {within} s")
+        await asyncio.sleep(0.05)
+    return current

@@ -49,6 +49,12 @@ DEVIATIONS = {
     # The document's own upload enum (CreateFileRequest.purpose) accepts `evals`, but its file
     # object's enum lacks it: a file uploaded for evals reports the purpose it was given.
     "OpenAIFile.purpose": "adds `evals`, which CreateFileRequest accepts",
+    # An extension, not in OpenAI's API: `?stream=true` answers Server-Sent Events (the job as
+    # `event: job`, its events with their ids as `id:`, keep-alive comments, `event: end`),
+    # resumable with `Last-Event-ID`. Without it the answer is OpenAI's event list, checked
+    # against the document; the stream is checked by tests/api/test_event_stream.py.
+    "GET /fine_tuning/jobs/{fine_tuning_job_id}/events?stream=true":
+        "Server-Sent Events of the job's events (text/event-stream)",
 }
 
 # TuneForge extension fields, by the schema of the object that carries them.

@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from server.job_protocol import JobProtocol, LeaseLost, ResultsFile
+from server.observability import tracing
 from server.storage import ObjectStore, StorageUnavailable
+from trainer import worker_metrics
 from trainer.run_writes import BackgroundWrites
 from trainer.stop import StopRequest
 from tuneforge.domain import (
@@ -197,11 +199,15 @@ class JobRunner:
         from trainer.errors import DataError, TrainingError
 
         try:
-            train_path, valid_path = await self._download_files(spec)
-            model_dir = await self._base_model(spec)
-            files = await self._validate(
-                spec, train_path, valid_path, model_dir, report=status == JobStatus.VALIDATING_FILES
-            )
+            with tracing.span("job.validate"):
+                train_path, valid_path = await self._download_files(spec)
+                model_dir = await self._base_model(spec)
+                # The data report goes out once, on a job's first run (the API validated its
+                # files and queued it; a resumed or requeued job has checkpoints).
+                first_run = (status == JobStatus.VALIDATING_FILES
+                             or not await self.jobs.checkpoints(self.job_id))
+                files = await self._validate(spec, train_path, valid_path, model_dir,
+                                             report=first_run)
         except DataError as exc:
             param = "validation_file" if exc.code == "invalid_validation_file" else "training_file"
             await self.jobs.fail(
@@ -295,7 +301,8 @@ class JobRunner:
             on_message=lambda message, level: writes.record(
                 lambda: self._event(message, level=EventLevel(level))
             ),
-            on_metrics=lambda metrics: writes.record(lambda: self._metrics(dict(metrics))),
+            on_metrics=lambda metrics: (worker_metrics.record_progress(metrics),
+                                        writes.record(lambda: self._metrics(dict(metrics)))),
             on_checkpoint=lambda step, path, metrics: self._hand_over_checkpoint(
                 step, path, dict(metrics), model_name
             ),
@@ -318,7 +325,8 @@ class JobRunner:
         )
         try:
             try:
-                result = await asyncio.shield(training)
+                with tracing.span("job.train"):
+                    result = await asyncio.shield(training)
             except asyncio.CancelledError:  # arq aborted the task: stop the thread, then leave
                 self.stop_request = StopRequest.CANCEL
                 with contextlib.suppress(Exception):
@@ -339,7 +347,8 @@ class JobRunner:
         )
         if result.status != "succeeded":
             return result.status  # paused or cancelled: the state was changed by the user
-        return await self._publish(spec, result, model_name)
+        with tracing.span("job.publish", attributes={"tuneforge.model": model_name}):
+            return await self._publish(spec, result, model_name)
 
     def _write_failed(self, exc: BaseException) -> None:
         """A background write failed: stop training at the next step, saving nothing; the run

@@ -21,21 +21,15 @@ from server.grpc.errors import from_validation, internal, status_code, trailing_
 from server.grpc.pb.tuneforge.v1 import files_pb2, files_pb2_grpc, models_pb2, models_pb2_grpc
 from server.grpc.pb.tuneforge.v1 import fine_tuning_pb2 as ft_pb2
 from server.grpc.pb.tuneforge.v1 import fine_tuning_pb2_grpc as ft_pb2_grpc
-from server.service import Services
+from server.service import Services, event_stream
 from server.service.objects import file_object
 from server.service.requests import JobCreateRequest
-from tuneforge.domain import TERMINAL_STATUSES
 from tuneforge.errors import ApiError, invalid
 
 log = logging.getLogger(__name__)
 
-# How often WatchEvents looks for new events and job changes (inside the server; clients never
-# poll).
-WATCH_POLL_SECONDS = 0.5
 # Largest data message the Content stream sends.
 CONTENT_CHUNK_BYTES = 1024 * 1024
-# Events fetched per query while replaying.
-REPLAY_PAGE = 500
 
 T = TypeVar("T")
 Context = grpc.aio.ServicerContext
@@ -230,30 +224,13 @@ class FineTuningServicer(_Base, ft_pb2_grpc.FineTuningServicer):
     async def WatchEvents(self, request: ft_pb2.WatchEventsRequest,
                           context: Context) -> AsyncIterator[ft_pb2.WatchEventsResponse]:
         principal = await self.principal(context)
-        jobs = self.services.jobs
-        job_id = request.fine_tuning_job_id
-        job = await jobs.get(principal, job_id)
-        yield ft_pb2.WatchEventsResponse(job=reply(job, ft_pb2.FineTuningJob))
-        cursor = request.after or None
-        while True:
-            # The terminal transition and its last event commit together: once a terminal
-            # status has been seen, one more drain sends every event there will be.
-            finished = job.status in TERMINAL_STATUSES
-            while True:
-                page = await jobs.list_events(principal, job_id, after=cursor,
-                                              limit=REPLAY_PAGE, order="asc")
-                for event in page.data:
-                    yield ft_pb2.WatchEventsResponse(event=reply(event, ft_pb2.JobEvent))
-                    cursor = event.id
-                if not page.has_more:
-                    break
-            if finished:
-                return
-            await asyncio.sleep(WATCH_POLL_SECONDS)
-            latest = await jobs.get(principal, job_id)
-            if latest != job:
-                job = latest
-                yield ft_pb2.WatchEventsResponse(job=reply(job, ft_pb2.FineTuningJob))
+        async for update in event_stream.watch(self.services.jobs, principal,
+                                               request.fine_tuning_job_id,
+                                               after=request.after or None):
+            if isinstance(update, event_stream.EventUpdate):
+                yield ft_pb2.WatchEventsResponse(event=reply(update.event, ft_pb2.JobEvent))
+            else:
+                yield ft_pb2.WatchEventsResponse(job=reply(update.job, ft_pb2.FineTuningJob))
 
 
 class ModelsServicer(_Base, models_pb2_grpc.ModelsServicer):

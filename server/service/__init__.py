@@ -8,6 +8,7 @@ from server.service.files import FileService
 from server.service.jobs import JobService
 from server.service.models import ModelService
 from server.service.uploads import UploadService
+from server.service.validation import ValidationService
 
 
 class Services:
@@ -15,7 +16,9 @@ class Services:
         self.ctx = ctx
         self.files = FileService(ctx)
         self.uploads = UploadService(ctx, self.files)
-        self.jobs = JobService(ctx)
+        # A new job's files are validated here, in the background, before it is queued.
+        self.validation = ValidationService(ctx)
+        self.jobs = JobService(ctx, self.validation)
         # The worker's side of a job; the worker builds its own from the DB alone. Here for
         # in-process callers that act as a worker would (tests, benchmarks).
         self.protocol = JobProtocol(ctx.sessions, ctx.settings)

@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.auth import Principal
 from server.db.models import File, Job, JobCheckpoint, JobEvent
 from server.job_protocol import lease_is_free, record_event, status_values, transition
+from server.observability.logging import current_request_id
+from server.observability.tracing import current_traceparent
 from server.service.context import Context
 from server.service.objects import (
     CheckpointObject,
@@ -34,6 +36,7 @@ from server.service.objects import (
 )
 from server.service.pagination import Order, check_limit, fetch_page, scoped
 from server.service.requests import JobCreateRequest
+from server.service.validation import ValidationService
 from tuneforge.domain import (
     DpoHyperparameters,
     EventLevel,
@@ -61,8 +64,9 @@ def next_queue_job_id(current: str | None, job_id: str) -> str:
 
 
 class JobService:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, validation: ValidationService) -> None:
         self.ctx = ctx
+        self.validation = validation
 
     # ---- the public API -------------------------------------------------------------------
 
@@ -93,6 +97,8 @@ class JobService:
                 integrations=[i.model_dump() for i in request.integrations]
                 if request.integrations else None,
                 result_files=[], queue_job_id=first_queue_job_id(job_id),
+                # The request and trace that created it follow the job to the worker.
+                request_id=current_request_id(), traceparent=current_traceparent(),
             )
             session.add(row)
             await session.flush()
@@ -102,7 +108,9 @@ class JobService:
                                + (f" and validation file: {row.validation_file}"
                                   if row.validation_file else ""))
             await session.commit()
-        await self._enqueue(job_id, row.queue_job_id)
+        # Validated in the background, then queued and enqueued (`server.service.validation`);
+        # the reconciler starts it again if this process dies first.
+        self.validation.start(job_id)
         return job_object(row)
 
     def _check_servable_rank(self, base_model: str, rank: int) -> None:

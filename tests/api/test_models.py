@@ -8,6 +8,7 @@ import openai
 import pytest
 
 from tests.api.data import chat_jsonl
+from tests.conftest import until_validated
 from tuneforge.domain import JobStatus, fine_tuned_model_name
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -18,7 +19,8 @@ async def finish_job(services, client: openai.OpenAI, suffix: str) -> str:  # ty
     file_id = client.files.create(file=("t.jsonl", io.BytesIO(chat_jsonl())),
                                   purpose="fine-tune").id
     job = client.fine_tuning.jobs.create(model=MODEL, training_file=file_id, suffix=suffix)
-    assert await services.protocol.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
+    assert await until_validated(client, job.id) == "queued"
+    assert await services.protocol.advance(job.id, [JobStatus.QUEUED], JobStatus.RUNNING)
     name = fine_tuned_model_name(MODEL, job.organization_id, suffix, job.id)
     assert await services.protocol.succeed(job.id, fine_tuned_model=name, result_files=[],
                                            trained_tokens=1234)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.api.data import chat_jsonl
+from tests.conftest import until_validated
 from tests.grpc.conftest import MODEL
 from tuneforge.domain import EventType, JobStatus, fine_tuned_model_name
 
@@ -107,7 +108,8 @@ def test_jobs_and_models_commands(cli_env: dict[str, str], training_file: str) -
 
     listed = as_json(tuneforge(cli_env, "jobs", "list", "--metadata", "team=cli", "--json"))
     assert [j["id"] for j in listed["data"]] == [job["id"]]
-    assert as_json(tuneforge(cli_env, "jobs", "get", job["id"], "--json")) == job
+    got = as_json(tuneforge(cli_env, "jobs", "get", job["id"], "--json"))
+    assert {**got, "status": job["status"]} == job  # the API queues it meanwhile
     events = as_json(tuneforge(cli_env, "jobs", "events", job["id"], "--json"))
     assert events["data"][-1]["message"] == f"Created fine-tuning job: {job['id']}"
     paused = tuneforge(cli_env, "jobs", "pause", job["id"], "--json")
@@ -234,10 +236,11 @@ async def test_follow_live_view_until_success(cli_env: dict[str, str], training_
                                               tf, services) -> None:  # type: ignore[no-untyped-def]
     job = tf.jobs.create(model=MODEL, training_file=training_file, suffix="live")
     term = Terminal(["jobs", "follow", job.id], cli_env)
-    await term.wait_for(rf"{job.id}\s+validating_files")
+    await term.wait_for(rf"{job.id}\s+(validating_files|queued)")
     await term.wait_for("Validating training file")
 
-    await services.protocol.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
+    assert await until_validated(services, job.id) == "queued"
+    await services.protocol.advance(job.id, [JobStatus.QUEUED], JobStatus.RUNNING,
                                     message="Fine-tuning job started")
     await term.wait_for(rf"{job.id}\s+running")
     for step, loss in ((1, 2.5), (2, 1.75)):
@@ -259,7 +262,7 @@ async def test_follow_exits_non_zero_when_the_job_fails(cli_env: dict[str, str],
                                                         services) -> None:
     job = tf.jobs.create(model=MODEL, training_file=training_file)
     term = Terminal(["jobs", "follow", job.id], cli_env)
-    await term.wait_for(rf"{job.id}\s+validating_files")
+    await term.wait_for(rf"{job.id}\s+(validating_files|queued)")
     await services.protocol.fail(job.id, code="invalid_training_file",
                                  message="line 3: bad example")
     assert await term.exit_code() == 1

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from tuneforge_client import NotFoundError, ServiceUnavailableError, TuneForge
 
+from tests.conftest import until_validated
 from tests.grpc.conftest import MODEL
 from tuneforge.domain import EventType, JobStatus, fine_tuned_model_name
 
@@ -45,7 +46,8 @@ async def test_quick_start(api_server, grpc_target: str, tenant_a, tf: TuneForge
         await asyncio.sleep(0.05)
     job = created[0]
     assert job.suffix == "adder" and job.lora.rank == 16
-    await services.protocol.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
+    assert await until_validated(services, job.id) == "queued"
+    await services.protocol.advance(job.id, [JobStatus.QUEUED], JobStatus.RUNNING)
     await services.protocol.add_event(job.id, "Step 1/1: training loss=0.5", type=EventType.METRICS,
                                       data={"step": 1, "total_steps": 1, "train_loss": 0.5})
     name = fine_tuned_model_name(MODEL, job.organization_id, "adder", job.id)

@@ -22,6 +22,7 @@ from tuneforge_client import (
 )
 from tuneforge_client.config import DEFAULT_BASE_URL, resolve
 
+from tests.conftest import until_validated
 from tests.grpc.conftest import MODEL, sdk
 from tuneforge.domain import JobStatus, fine_tuned_model_name
 from tuneforge.processes import free_port
@@ -70,7 +71,8 @@ async def test_blocking_wait_returns_the_finished_job(tf: TuneForge, training_fi
     waiting = asyncio.ensure_future(asyncio.to_thread(tf.jobs.wait, job.id, timeout=30))
     await asyncio.sleep(0.5)
     assert not waiting.done()
-    await services.protocol.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
+    assert await until_validated(services, job.id) == "queued"
+    await services.protocol.advance(job.id, [JobStatus.QUEUED], JobStatus.RUNNING)
     name = fine_tuned_model_name(MODEL, job.organization_id, "wait", job.id)
     await services.protocol.succeed(job.id, fine_tuned_model=name, result_files=[],
                                     trained_tokens=5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -131,7 +132,12 @@ def test_conflict_is_failed_precondition(stubs: Stubs, rest: httpx.Client,
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert detail == rest_error(rest.delete(f"/files/{training_file}"))
     assert detail["code"] == "file_in_use" and detail["http_status"] == 409
-    # Pausing a job that is not running; cancelling one that has ended.
+    # Pausing a job that is not running; cancelling one that has ended. (Once the API has
+    # validated and queued it, so both transports see the same status.)
+    for _ in range(600):
+        if rest.get(f"/fine_tuning/jobs/{job.id}").json()["status"] != "validating_files":
+            break
+        time.sleep(0.05)
     request = fine_tuning_pb2.PauseJobRequest(fine_tuning_job_id=job.id)
     code, detail = grpc_error(lambda: stubs(stubs.jobs.Pause, request))
     assert code == grpc.StatusCode.FAILED_PRECONDITION

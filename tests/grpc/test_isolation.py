@@ -6,6 +6,7 @@ import grpc
 import pytest
 from tuneforge_client._pb.tuneforge.v1 import files_pb2, fine_tuning_pb2, models_pb2
 
+from tests.conftest import until_validated
 from tests.grpc.conftest import MODEL, Stubs
 from tuneforge.domain import JobStatus, fine_tuned_model_name
 
@@ -14,7 +15,8 @@ async def test_tenants_cannot_reach_each_others_objects(stubs: Stubs, stubs_b: S
                                                         training_file: str, services) -> None:  # type: ignore[no-untyped-def]
     job = stubs(stubs.jobs.Create, fine_tuning_pb2.CreateJobRequest(
         model=MODEL, training_file=training_file, suffix="mine"))
-    await services.protocol.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
+    assert await until_validated(services, job.id) == "queued"
+    await services.protocol.advance(job.id, [JobStatus.QUEUED], JobStatus.RUNNING)
     model = fine_tuned_model_name(MODEL, job.organization_id, "mine", job.id)
     await services.protocol.succeed(job.id, fine_tuned_model=model, result_files=[],
                                     trained_tokens=1)

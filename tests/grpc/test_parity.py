@@ -12,6 +12,7 @@ import httpx
 from tuneforge_client import TuneForge
 
 from tests.api.data import chat_jsonl
+from tests.conftest import until_validated
 from tests.grpc.conftest import MODEL, arest_upload
 from tuneforge.domain import EventType, JobStatus, fine_tuned_model_name
 
@@ -84,13 +85,14 @@ async def test_same_sequence_same_objects(arest: httpx.AsyncClient, tf: TuneForg
         same_but_ids(over_rest, over_grpc.to_dict())
 
     for job_id in (job_rest["id"], job_grpc["id"]):
+        assert await until_validated(services, job_id) == "queued"
         assert tf.jobs.get(job_id).to_dict() == await rest("GET", f"/fine_tuning/jobs/{job_id}")
         assert tf.jobs.get(job_id) == tf_rest.jobs.get(job_id)
 
     # Events (with metrics data) and checkpoints, recorded as a worker would.
     job_id = job_grpc["id"]
     path = f"/fine_tuning/jobs/{job_id}"
-    await services.protocol.advance(job_id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
+    await services.protocol.advance(job_id, [JobStatus.QUEUED], JobStatus.RUNNING,
                                     message="Fine-tuning job started")
     data = {"step": 2, "total_steps": 10, "train_loss": 1.25, "valid_loss": None, "note": "x"}
     await services.protocol.add_event(job_id, "Step 2/10: training loss=1.25",
@@ -121,7 +123,8 @@ async def test_same_sequence_same_objects(arest: httpx.AsyncClient, tf: TuneForg
 
     # Models: the same list, and a fine-tuned model deleted over gRPC is gone over REST.
     job = tf.jobs.create(model=MODEL, training_file=file_grpc["id"], suffix="parity")
-    await services.protocol.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING)
+    assert await until_validated(services, job.id) == "queued"
+    await services.protocol.advance(job.id, [JobStatus.QUEUED], JobStatus.RUNNING)
     name = fine_tuned_model_name(MODEL, job.organization_id, "parity", job.id)
     await services.protocol.succeed(job.id, fine_tuned_model=name, result_files=[],
                                     trained_tokens=99)

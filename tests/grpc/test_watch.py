@@ -12,6 +12,7 @@ import pytest
 from tuneforge_client import AsyncTuneForge, FineTuningJob, FineTuningJobEvent
 
 from tests.api.data import chat_jsonl
+from tests.conftest import until_validated
 from tests.grpc.conftest import MODEL
 from tuneforge.domain import EventType, JobStatus, fine_tuned_model_name
 
@@ -56,8 +57,11 @@ class Watcher:
 
 
 async def new_job(client: AsyncTuneForge, suffix: str | None = None) -> FineTuningJob:
+    """A new job, once the API has validated its files and queued it."""
     file = await client.files.upload(chat_jsonl(), filename="train.jsonl")
-    return await client.jobs.create(model=MODEL, training_file=file.id, suffix=suffix)
+    job = await client.jobs.create(model=MODEL, training_file=file.id, suffix=suffix)
+    assert await until_validated(client, job.id) == "queued"
+    return await client.jobs.get(job.id)
 
 
 async def test_replays_then_tails_live_until_succeeded(atf: AsyncTuneForge, services,  # type: ignore[no-untyped-def]
@@ -66,13 +70,13 @@ async def test_replays_then_tails_live_until_succeeded(atf: AsyncTuneForge, serv
     await services.protocol.add_event(job.id, "before the watch")
 
     watcher = Watcher(atf, job.id)
-    await eventually(lambda: len(watcher.events) == 3)
+    await eventually(lambda: len(watcher.events) == 5)
     assert watcher.updates[0] == job  # the stream opens with the job itself
     assert watcher.messages()[0] == f"Created fine-tuning job: {job.id}"
-    assert watcher.messages()[2] == "before the watch"
+    assert watcher.messages()[4] == "before the watch"
 
     # Live: a transition, metrics, a message; each arrives while the stream stays open.
-    await services.protocol.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
+    await services.protocol.advance(job.id, [JobStatus.QUEUED], JobStatus.RUNNING,
                                     message="Fine-tuning job started")
     await eventually(lambda: watcher.jobs[-1].status == "running")
     for step in (1, 2):
@@ -103,7 +107,7 @@ async def test_cursor_replays_only_later_events_and_ends_at_once(atf: AsyncTuneF
     await services.protocol.fail(job.id, code="invalid_training_file",
                                  message="line 3: not a chat example")
     events = (await atf.jobs.events(job.id, limit=100)).data[::-1]
-    assert len(events) == 3
+    assert len(events) == 5
 
     replay = Watcher(atf, job.id, after=events[0].id)
     await asyncio.wait_for(replay.task, 10)
@@ -126,7 +130,7 @@ async def test_follow_and_wait_end_with_the_job(atf: AsyncTuneForge, services) -
             seen.append(event.message)
 
     follower = asyncio.create_task(follow())
-    await eventually(lambda: len(seen) == 2)
+    await eventually(lambda: len(seen) == 4)
     await asyncio.sleep(0.3)
     assert not waiter.done() and not follower.done()
     await atf.jobs.cancel(job.id)

@@ -26,7 +26,7 @@ from server.db.models import ServingRequest
 from serving.keys import auth_headers, data_dir_key
 from serving.supervisor import read_state
 from tests.api.data import chat_jsonl
-from tests.conftest import MODEL_CACHE, REPO, ApiServer
+from tests.conftest import MODEL_CACHE, REPO, ApiServer, until_validated
 from tuneforge.domain import JobStatus, fine_tuned_model_name, new_id
 from tuneforge.layout import adapter_prefix
 from tuneforge.processes import free_port, spawn, wait_until
@@ -179,9 +179,10 @@ async def new_model(services, client: openai.OpenAI, adapter: Path, suffix: str,
                                   purpose="fine-tune").id
     job = client.fine_tuning.jobs.create(model=BASE, training_file=file_id, suffix=suffix)
     jobs = services.protocol
+    assert await until_validated(services, job.id) == "queued"
     # Held like a worker holds it (the API's reconciler requeues a running job nobody holds).
     assert await jobs.claim(job.id, _WORKER, 3600)
-    assert await jobs.advance(job.id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
+    assert await jobs.advance(job.id, [JobStatus.QUEUED], JobStatus.RUNNING,
                               worker_id=_WORKER)
     name = fine_tuned_model_name(BASE, job.organization_id, suffix, job.id)
     prefix = adapter_prefix(job.id)

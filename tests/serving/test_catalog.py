@@ -18,7 +18,7 @@ from serving.requests import RequestDesk
 from serving.router import Router
 from serving.vllm import VllmClient
 from tests.api.data import chat_jsonl
-from tests.conftest import Tenant
+from tests.conftest import Tenant, until_validated
 from tuneforge.domain import JobStatus, fine_tuned_model_name, new_id
 from tuneforge.errors import ApiError
 from tuneforge.layout import adapter_prefix, file_key
@@ -38,8 +38,9 @@ async def _running(services, principal: Principal, suffix: str) -> tuple[str, st
                                 len(data))
     job = await services.jobs.create(principal, JobCreateRequest(
         model=BASE, training_file=file_id, suffix=suffix))
+    assert await until_validated(services, job.id) == "queued"
     assert await services.protocol.claim(job.id, _WORKER, 3600)
-    assert await services.protocol.advance(job.id, [JobStatus.VALIDATING_FILES],
+    assert await services.protocol.advance(job.id, [JobStatus.QUEUED],
                                            JobStatus.RUNNING, worker_id=_WORKER)
     return job.id, fine_tuned_model_name(BASE, job.organization_id, suffix, job.id)
 

@@ -12,16 +12,16 @@ import redis.asyncio as aioredis
 
 from server.job_protocol import LeaseLost, ResultsFile
 from tests.store.test_reconciler import wait_for
-from tests.store.test_state_machine import MODEL, new_job
+from tests.store.test_state_machine import MODEL, queued_job
 from tuneforge.domain import JobStatus, new_id
 from tuneforge.layout import adapter_prefix
 
 
 async def running_job(client: openai.OpenAI, services, worker: str,  # type: ignore[no-untyped-def]
                       lease_seconds: int = 60) -> str:
-    job_id = new_job(client)
+    job_id = await queued_job(client)
     assert await services.protocol.claim(job_id, worker, lease_seconds)
-    assert await services.protocol.advance(job_id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
+    assert await services.protocol.advance(job_id, [JobStatus.QUEUED], JobStatus.RUNNING,
                                            worker_id=worker)
     return job_id
 
@@ -180,14 +180,14 @@ async def test_results_file_is_recorded_only_with_success(
         known = now_known
 
 
-async def test_a_validating_job_whose_worker_died_is_requeued(
+async def test_a_queued_job_whose_worker_died_is_requeued(
     client: openai.OpenAI, services, settings  # type: ignore[no-untyped-def]
 ) -> None:
     """arq keeps a killed worker's in-progress key for the whole job timeout; the database
     lease decides."""
     from arq.jobs import JobStatus as QueueStatus
 
-    job_id = new_job(client)
+    job_id = await queued_job(client)
     assert await services.protocol.claim(job_id, "worker-killed", 1)
     async with aioredis.from_url(settings.redis_url) as redis:
         await redis.set(f"arq:in-progress:{job_id}:1", b"1", ex=3600)
@@ -198,7 +198,7 @@ async def test_a_validating_job_whose_worker_died_is_requeued(
 
     await wait_for(requeued)
     job = client.fine_tuning.jobs.retrieve(job_id)
-    assert job.status == "validating_files"
+    assert job.status == "queued"
     assert client.fine_tuning.jobs.list_events(job_id).data[0].message == (
         "The worker handling this job stopped responding; enqueued again")
     assert await services.protocol.control(job_id, "worker-killed") is None
@@ -212,9 +212,12 @@ async def test_a_job_waiting_for_a_worker_keeps_its_queue_entry(
 
     from server.reconciler import QUEUE_ENTRY_GRACE_SECONDS
 
-    job_id = new_job(client)
+    job_id = await queued_job(client)
     await asyncio.sleep(QUEUE_ENTRY_GRACE_SECONDS + 3)
     assert await services.ctx.queue.status(f"{job_id}:1") == QueueStatus.queued
-    assert [e.message for e in client.fine_tuning.jobs.list_events(job_id).data] == [
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job_id).data]
+    assert messages[0].startswith("Queued: position")
+    assert messages[1:] == [
+        "Files validated, moving job to queued state",
         f"Validating training file: {client.fine_tuning.jobs.retrieve(job_id).training_file}",
         f"Created fine-tuning job: {job_id}"]

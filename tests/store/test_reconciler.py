@@ -8,7 +8,7 @@ import openai
 import redis.asyncio as aioredis
 from arq.jobs import JobStatus as QueueStatus
 
-from tests.store.test_state_machine import new_job
+from tests.store.test_state_machine import queued_job
 from tuneforge.domain import JobStatus
 
 
@@ -24,7 +24,7 @@ async def wait_for(predicate, within_s: float = 15.0) -> None:  # type: ignore[n
 async def test_jobs_are_enqueued_again_after_redis_is_flushed(
     client: openai.OpenAI, services, settings  # type: ignore[no-untyped-def]
 ) -> None:
-    job_ids = [new_job(client) for _ in range(3)]
+    job_ids = [await queued_job(client) for _ in range(3)]
     for job_id in job_ids:
         assert await services.ctx.queue.status(f"{job_id}:1") == QueueStatus.queued
     async with aioredis.from_url(settings.redis_url) as redis:
@@ -35,7 +35,7 @@ async def test_jobs_are_enqueued_again_after_redis_is_flushed(
     async def all_requeued() -> bool:
         # The API server's reconciler runs every second in the tests.
         jobs = [client.fine_tuning.jobs.retrieve(j) for j in job_ids]
-        return all(j.status == "validating_files" for j in jobs) and all([
+        return all(j.status == "queued" for j in jobs) and all([
             await services.ctx.queue.status(f"{j}:2") == QueueStatus.queued for j in job_ids])
 
     await wait_for(all_requeued)
@@ -47,9 +47,9 @@ async def test_jobs_are_enqueued_again_after_redis_is_flushed(
 async def test_a_running_job_whose_worker_died_is_requeued(
     client: openai.OpenAI, services  # type: ignore[no-untyped-def]
 ) -> None:
-    job_id = new_job(client)
+    job_id = await queued_job(client)
     assert await services.protocol.claim(job_id, "worker-dead", 1)
-    assert await services.protocol.advance(job_id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
+    assert await services.protocol.advance(job_id, [JobStatus.QUEUED], JobStatus.RUNNING,
                                            worker_id="worker-dead")
 
     async def requeued() -> bool:
@@ -71,9 +71,9 @@ async def test_a_running_job_its_worker_let_go_of_waits_for_its_entry_then_is_re
 
     from server.reconciler import QUEUE_ENTRY_GRACE_SECONDS
 
-    job_id = new_job(client)
+    job_id = await queued_job(client)
     assert await services.protocol.claim(job_id, "worker-gone", 60)
-    assert await services.protocol.advance(job_id, [JobStatus.VALIDATING_FILES], JobStatus.RUNNING,
+    assert await services.protocol.advance(job_id, [JobStatus.QUEUED], JobStatus.RUNNING,
                                            worker_id="worker-gone")
     await services.protocol.release(job_id, "worker-gone")
     await asyncio.sleep(QUEUE_ENTRY_GRACE_SECONDS + 2)  # several reconciler passes

@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from tests.api.data import chat_jsonl
+from tests.conftest import until_validated
 from tuneforge.domain import JobStatus
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -20,6 +21,13 @@ def new_job(client: openai.OpenAI) -> str:
     return client.fine_tuning.jobs.create(model=MODEL, training_file=file_id).id
 
 
+async def queued_job(client: openai.OpenAI) -> str:
+    """A new job once the API has validated its files and queued it (as a worker finds it)."""
+    job_id = new_job(client)
+    assert await until_validated(client, job_id) == "queued"
+    return job_id
+
+
 async def test_concurrent_cancel_and_finish_have_one_winner(
     client: openai.OpenAI, services, tenant_a  # type: ignore[no-untyped-def]
 ) -> None:
@@ -29,8 +37,8 @@ async def test_concurrent_cancel_and_finish_have_one_winner(
     principal = Principal(tenant_a.organization_id, "test")
     outcomes = {"cancelled": 0, "succeeded": 0}
     for _ in range(8):
-        job_id = new_job(client)
-        assert await services.protocol.advance(job_id, [JobStatus.VALIDATING_FILES],
+        job_id = await queued_job(client)
+        assert await services.protocol.advance(job_id, [JobStatus.QUEUED],
                                                JobStatus.RUNNING)
 
         async def cancel(job_id: str = job_id) -> bool:
@@ -57,7 +65,7 @@ async def test_concurrent_cancel_and_finish_have_one_winner(
 
 async def test_lease_keeps_a_job_on_one_worker(client: openai.OpenAI,
                                                services) -> None:  # type: ignore[no-untyped-def]
-    job_id = new_job(client)
+    job_id = await queued_job(client)
     claims = await asyncio.gather(*(services.protocol.claim(job_id, f"worker-{i}", 60)
                                     for i in range(5)))
     assert sum(claims) == 1
@@ -65,11 +73,11 @@ async def test_lease_keeps_a_job_on_one_worker(client: openai.OpenAI,
     other = "worker-x"
     assert not await services.protocol.claim(job_id, other, 60)
     assert await services.protocol.heartbeat(job_id, other, 60) is None
-    assert await services.protocol.heartbeat(job_id, owner, 60) == JobStatus.VALIDATING_FILES
+    assert await services.protocol.heartbeat(job_id, owner, 60) == JobStatus.QUEUED
     # Only the lease holder moves it on.
-    assert not await services.protocol.advance(job_id, [JobStatus.VALIDATING_FILES],
-                                               JobStatus.QUEUED, worker_id=other)
-    assert await services.protocol.advance(job_id, [JobStatus.VALIDATING_FILES], JobStatus.QUEUED,
+    assert not await services.protocol.advance(job_id, [JobStatus.QUEUED],
+                                               JobStatus.RUNNING, worker_id=other)
+    assert await services.protocol.advance(job_id, [JobStatus.QUEUED], JobStatus.RUNNING,
                                            worker_id=owner)
     # An expired lease can be taken over.
     assert await services.protocol.claim(job_id, owner, -1)

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from server.db.models import ServingRequest
 from server.storage import ObjectStore
+from tests.conftest import until_validated
 from tests.store.test_reconciler import wait_for
 from tests.worker.conftest import MODEL, all_events, sft_file
 from tuneforge.domain import JobStatus, fine_tuned_model_name
@@ -135,8 +136,9 @@ async def test_an_adapter_the_serving_plane_refuses_ends_the_wait_with_its_error
 
     job = client.fine_tuning.jobs.create(model=MODEL, training_file=sft_file(client, 12))
     worker = "worker-refused"
+    assert await until_validated(client, job.id) == "queued"
     assert await services.protocol.claim(job.id, worker, 60)
-    assert await services.protocol.advance(job.id, [JobStatus.VALIDATING_FILES],
+    assert await services.protocol.advance(job.id, [JobStatus.QUEUED],
                                            JobStatus.RUNNING, worker_id=worker)
     spec = await services.protocol.spec(job.id)
     runner = JobRunner(services.protocol, services.ctx.store, with_unanswered_server(settings),

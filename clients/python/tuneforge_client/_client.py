@@ -104,8 +104,9 @@ class AsyncTuneForge:
     """The TuneForge API, asyncio flavour.
 
     `transport="grpc"` (default) or `"rest"` picks how files, jobs and models travel; both give
-    the same objects. `jobs.watch/follow/wait` always use the gRPC event stream, and `chat` always
-    uses REST (`POST /v1/chat/completions`). Unset arguments come from the environment and the
+    the same objects. `jobs.watch/follow/wait` use the transport's live event stream (gRPC
+    `WatchEvents`, or Server-Sent Events over REST), and `chat` always uses REST
+    (`POST /v1/chat/completions`). Unset arguments come from the environment and the
     config file (see `tuneforge_client.config`).
     """
 
@@ -276,13 +277,14 @@ class AsyncJobs:
             job_id, after=after, limit=limit))
 
     async def watch(self, job_id: str, *, after: str | None = None) -> AsyncIterator[Update]:
-        """The live gRPC stream of a job: the job object first and whenever it changes, and its
-        events oldest first (those after `after`, then new ones as they happen), until the job
-        has ended. A dropped connection is resumed from the last event seen."""
+        """The live stream of a job (gRPC `WatchEvents`, or Server-Sent Events with
+        `transport="rest"`): the job object first and whenever it changes, and its events
+        oldest first (those after `after`, then new ones as they happen), until the job has
+        ended. A dropped connection is resumed after the last event seen."""
         cursor, failures = after, 0
         while True:
             try:
-                async for update in self._c._grpc.watch(job_id, after=cursor):
+                async for update in self._c._transport.watch(job_id, after=cursor):
                     failures = 0
                     if isinstance(update, t.FineTuningJobEvent):
                         cursor = update.id

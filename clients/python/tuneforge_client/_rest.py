@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -35,6 +36,40 @@ def _raise_for(response: httpx.Response, body: bytes) -> None:
 
 def _query(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+# The server sends a keep-alive comment every 15 s (its default) while a job is quiet; a
+# stream silent for this long is taken as dropped and reopened.
+SSE_SILENCE_SECONDS = 60.0
+
+
+@dataclass
+class SseMessage:
+    event: str = "message"
+    id: str | None = None
+    data: str = ""
+
+
+async def _sse_messages(lines: AsyncIterator[str]) -> AsyncIterator[SseMessage]:
+    """Server-Sent Events messages from a stream's lines (comments skipped)."""
+    current, data = SseMessage(), []
+    async for line in lines:
+        if not line:
+            if data or current.id is not None or current.event != "message":
+                current.data = "\n".join(data)
+                yield current
+            current, data = SseMessage(), []
+            continue
+        if line.startswith(":"):
+            continue  # a comment: the keep-alive
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            current.event = value
+        elif name == "id":
+            current.id = value
 
 
 class RestTransport:
@@ -151,6 +186,37 @@ class RestTransport:
         data = await self.request("GET", f"/fine_tuning/jobs/{quote(job_id)}/events",
                                   params=_query(after=after, limit=limit))
         return t.Page.of(data, t.FineTuningJobEvent.from_dict)
+
+    async def watch(self, job_id: str, *, after: str | None
+                    ) -> AsyncIterator[t.FineTuningJobEvent | t.FineTuningJob]:
+        """The job's Server-Sent Events (`GET …/events?stream=true`): the job object
+        (`event: job`) and its events (after `after`, sent as `Last-Event-ID`) until the
+        server's `event: end`. A connection cut before that, or silent for longer than
+        `SSE_SILENCE_SECONDS` (the server sends keep-alives), raises `APIConnectionError`
+        so the caller reconnects after the last event it saw."""
+        headers = {"Accept": "text/event-stream"}
+        if after:
+            headers["Last-Event-ID"] = after
+        timeout = httpx.Timeout(self.timeout, connect=min(self.timeout or 10.0, 10.0),
+                                read=SSE_SILENCE_SECONDS)
+        try:
+            async with self.client.stream("GET", f"/fine_tuning/jobs/{quote(job_id)}/events",
+                                          params={"stream": "true"}, headers=headers,
+                                          timeout=timeout) as response:
+                if not response.is_success:
+                    _raise_for(response, await response.aread())
+                async for message in _sse_messages(response.aiter_lines()):
+                    if message.event == "end":
+                        return
+                    if message.event == "job":
+                        yield t.FineTuningJob.from_dict(json.loads(message.data))
+                    elif message.event == "message" and message.data:
+                        yield t.FineTuningJobEvent.from_dict(json.loads(message.data))
+        except httpx.TimeoutException as exc:
+            raise APIConnectionError(f"the event stream of {job_id} went silent") from exc
+        except httpx.TransportError as exc:
+            raise APIConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
+        raise APIConnectionError(f"the event stream of {job_id} was cut before the job ended")
 
     async def list_checkpoints(self, job_id: str, *, after: str | None,
                                limit: int | None) -> t.Page[t.FineTuningJobCheckpoint]:
