@@ -23,6 +23,7 @@ import httpx
 import msgspec
 from cachetools import TTLCache
 
+from serving import metrics
 from serving.adapters import AdapterCache, AdapterVersion, adapter_version
 from serving.errors import InvalidRequest, NoReplica
 from serving.limits import Admission, Permit, check_request, estimated_tokens
@@ -212,10 +213,17 @@ class Router:
             path = replica.server_path(local, self.cache.root)
             async with replica.placement:
                 await self.make_room(replica, keep=model)
+                started = time.perf_counter()
                 try:
                     await replica.client.load(alias, path)
                 except ReplicaUnreachable as exc:
+                    metrics.adapter_loaded(replica.base_model, 0.0, ok=False)
                     raise NoReplica(replica.base_model, "the server stopped answering") from exc
+                except Exception:
+                    metrics.adapter_loaded(replica.base_model, 0.0, ok=False)
+                    raise
+                metrics.adapter_loaded(replica.base_model, time.perf_counter() - started,
+                                       ok=True)
                 entry = Loaded(alias, model, adapter.version, path, created_at=created_at)
                 replica.loaded[alias] = entry
             log.info("loaded %s on %s", alias, replica.id)
@@ -283,12 +291,14 @@ class Router:
         if not isinstance(model, str) or not model:
             raise InvalidRequest("You must provide a model parameter.", param="model",
                                  code="missing_required_parameter")
+        started = time.perf_counter()
         changed = check_request(path, payload, self.limits)
         target = await resolve(model)
         permit = self.admission.admit(organization_id,
                                       estimated_tokens(path, payload, len(body)))
         try:
-            result = await self._attempts(path, body, payload, model, target, changed, permit)
+            result = await self._attempts(path, body, payload, model, target, changed, permit,
+                                          started)
         except BaseException:
             permit.release()
             raise
@@ -296,7 +306,8 @@ class Router:
         return result
 
     async def _attempts(self, path: str, body: bytes, payload: dict[str, Any], model: str,
-                        target: Target, changed: bool, permit: Permit) -> Proxied:
+                        target: Target, changed: bool, permit: Permit,
+                        started: float) -> Proxied:
         stream = payload.get("stream") is True
         last_error: Exception | None = None
         for _ in range(_ATTEMPTS):
@@ -308,7 +319,8 @@ class Router:
                 content = msgspec.json.encode({**payload, "model": lease.upstream})
                 rename = Renamer(lease.upstream, model)
             try:
-                result = await self._forward(lease, path, content, stream, rename, permit)
+                result = await self._forward(lease, path, content, stream, rename, permit,
+                                             started)
             except ReplicaUnreachable as exc:
                 lease.release()
                 lease.replica.state = ReplicaState.UNHEALTHY  # the health check revives it
@@ -327,7 +339,8 @@ class Router:
         raise NoReplica(target.base_model, f"could not place '{model}'")
 
     async def _forward(self, lease: Lease, path: str, content: bytes, stream: bool,
-                       rename: Callable[[bytes], bytes], permit: Permit) -> Proxied:
+                       rename: Callable[[bytes], bytes], permit: Permit,
+                       started: float) -> Proxied:
         try:
             response = await self.upstream.post(
                 lease.replica.url, path, content,
@@ -345,10 +358,12 @@ class Router:
                 data = await response.read()
                 lease.release()
                 permit.release()
+                metrics.answered(lease.replica.base_model, data)
                 return Proxied(response.status, response.content_type, body=rename(data))
             relayed = True
             return Proxied(response.status, response.content_type,
-                           stream=_Relay(response, lease, rename, permit))
+                           stream=_Relay(response, lease, rename, permit,
+                                         metrics.StreamMeter(lease.replica.base_model, started)))
         except UpstreamError as exc:
             raise ReplicaUnreachable(str(exc)) from exc
         finally:
@@ -368,7 +383,9 @@ class _Relay:
     never run then). Closing early closes the connection to vLLM, which aborts the request."""
 
     def __init__(self, response: UpstreamResponse, lease: Lease,
-                 rename: Callable[[bytes], bytes], permit: Permit) -> None:
+                 rename: Callable[[bytes], bytes], permit: Permit,
+                 meter: metrics.StreamMeter | None = None) -> None:
+        self._meter = meter
         self._response = response
         self._lease = lease
         self._rename = rename
@@ -380,6 +397,12 @@ class _Relay:
         return self
 
     async def __anext__(self) -> bytes:
+        data = await self._next()
+        if self._meter is not None:
+            self._meter.chunk(data)
+        return data
+
+    async def _next(self) -> bytes:
         try:
             while True:
                 try:

@@ -54,7 +54,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /var/lib/tuneforge
 USER 10001:10001
 EXPOSE 8000 50051
-# REST (GET /schema/openapi.json) and gRPC (grpc.health.v1, service "") must both answer.
+# REST readiness (GET /readyz) and gRPC (grpc.health.v1, service "") must both answer.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/usr/local/bin/tuneforge-healthcheck", "api"]
 ENTRYPOINT ["tuneforge"]

@@ -1,7 +1,9 @@
 """Container health checks for TuneForge's images (standard library, plus grpcio for `api`).
 
-    tuneforge-healthcheck api          REST GET /schema/openapi.json and gRPC grpc.health.v1
-                                       (service "") on TUNEFORGE_PORT / TUNEFORGE_GRPC_PORT
+    tuneforge-healthcheck api          readiness: REST GET /readyz (database, Redis, S3,
+                                       serving) and gRPC grpc.health.v1 (service "") on
+                                       TUNEFORGE_PORT / TUNEFORGE_GRPC_PORT
+    tuneforge-healthcheck alive        liveness: REST GET /healthz on TUNEFORGE_PORT
     tuneforge-healthcheck vllm         vLLM's GET /health on SERVE_PORT
     tuneforge-healthcheck http URL     any URL answering 2xx
     tuneforge-healthcheck grpc H:P     any gRPC server reporting SERVING
@@ -54,8 +56,10 @@ def check_grpc(target: str, service: str = "", timeout: float = TIMEOUT_SECONDS)
 def run(argv: list[str], env: dict[str, str]) -> None:
     mode = argv[0] if argv else "api"
     if mode == "api":
-        check_http(f"http://127.0.0.1:{env.get('TUNEFORGE_PORT', '8000')}/schema/openapi.json")
+        check_http(f"http://127.0.0.1:{env.get('TUNEFORGE_PORT', '8000')}/readyz")
         check_grpc(f"127.0.0.1:{env.get('TUNEFORGE_GRPC_PORT', '50051')}")
+    elif mode == "alive":
+        check_http(f"http://127.0.0.1:{env.get('TUNEFORGE_PORT', '8000')}/healthz")
     elif mode == "vllm":
         check_http(f"http://127.0.0.1:{env.get('SERVE_PORT', '8000')}/health")
     elif mode == "http" and len(argv) == 2:

@@ -239,9 +239,12 @@ def test_settings_load_from_the_compose_environment(
         assert any(v.startswith(cache) for v in services[name]["volumes"]), name
     for name in ("worker", "vllm"):
         assert "models:/models:ro" in services[name]["volumes"], name
-    assert services["worker"]["environment"] == {
+    worker_only = ("TUNEFORGE_WORKER_METRICS_PORT", "TUNEFORGE_WORKER_METRICS_HOST")
+    assert {k: v for k, v in services["worker"]["environment"].items()
+            if k not in worker_only} == {
         k: v for k, v in services["api"]["environment"].items()
         if k not in ("TUNEFORGE_HOST", "TUNEFORGE_PORT", "TUNEFORGE_GRPC_PORT")}
+    assert services["worker"]["environment"]["TUNEFORGE_WORKER_METRICS_PORT"] == "9100"
 
 
 def test_shell_scripts_pass_shellcheck() -> None:

@@ -34,6 +34,11 @@ from tests.deploy.conftest import (
 # autoscaling/v2, Pod Security admission) and the newest schema kubernetes-validate ships.
 K8S_VERSIONS = ("1.30", "1.37")
 KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
+# Prometheus Operator CRDs (overlays/monitoring): neither in the Kubernetes schemas nor in a
+# CRD model installed here, so schema validation skips them;
+# test_monitoring_overlay_scrapes_the_api_and_workers checks what they refer to.
+MONITORING_KINDS = {"ServiceMonitor", "PodMonitor"}
+MONITORING_OVERLAY = "overlays/monitoring"
 GPU = "nvidia.com/gpu"
 
 Docs = list[dict[str, Any]]
@@ -94,6 +99,8 @@ def test_kustomization_matches_kubernetes_schemas(
     for doc in docs:
         if doc["kind"] in KEDA_KINDS:
             continue  # not in the Kubernetes schemas: test_keda_objects_match_keda_crds
+        if doc["kind"] in MONITORING_KINDS:
+            continue  # no schema here: test_monitoring_overlay_scrapes_the_api_and_workers
         for schema in schemas:
             errors += [f"{doc['kind']}/{doc['metadata']['name']} ({schema.version}) {error}"
                        for error in schema.errors(doc)]
@@ -373,7 +380,48 @@ def test_autoscaled_workloads_leave_replicas_to_their_autoscaler(overlay: Docs) 
     assert hpa["spec"]["scaleTargetRef"]["name"] == api["metadata"]["name"]
     assert hpa["spec"]["minReplicas"] >= 2
     probes = api["spec"]["template"]["spec"]["containers"][0]
-    assert probes["livenessProbe"]["grpc"]["port"] == 50051
+    assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert probes["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_api_and_workers_carry_prometheus_scrape_annotations(overlay: Docs) -> None:
+    for name, port in (("tuneforge-api", "8000"), ("tuneforge-worker", "9100")):
+        doc = one(overlay, "Deployment", name)
+        annotations = doc["spec"]["template"]["metadata"].get("annotations", {})
+        assert annotations.get("prometheus.io/scrape") == "true", name
+        assert annotations.get("prometheus.io/port") == port, name
+        assert annotations.get("prometheus.io/path") == "/metrics", name
+        container = doc["spec"]["template"]["spec"]["containers"][0]
+        assert int(port) in {p["containerPort"] for p in container["ports"]}, name
+    worker = one(overlay, "Deployment", "tuneforge-worker")["spec"]["template"]["spec"]
+    env = _env(worker["containers"][0])
+    assert env["TUNEFORGE_WORKER_METRICS_PORT"] == "9100"
+
+
+def test_monitoring_overlay_scrapes_the_api_and_workers(rendered: dict[str, Docs]) -> None:
+    docs = rendered[MONITORING_OVERLAY]
+    secrets = {d["metadata"]["name"]: d.get("data", {}) for d in objects(docs, "Secret")}
+    monitor = one(docs, "ServiceMonitor", "tuneforge-api")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    services = [s for s in objects(docs, "Service")
+                if _matches(monitor["spec"]["selector"], s["metadata"].get("labels", {}))]
+    assert [s["metadata"]["name"] for s in services] == ["tuneforge-api"]
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in services[0]["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    credentials = endpoint["authorization"]["credentials"]
+    assert credentials["key"] in secrets[credentials["name"]], credentials
+    api = one(docs, "Deployment", "tuneforge-api")["spec"]["template"]["spec"]
+    token = {e["name"]: e for e in api["containers"][0]["env"]}["TUNEFORGE_METRICS_TOKEN"]
+    assert token["valueFrom"]["secretKeyRef"]["name"] == credentials["name"]
+    assert token["valueFrom"]["secretKeyRef"]["key"] == credentials["key"]
+    pods = one(docs, "PodMonitor", "tuneforge-worker")
+    worker = one(docs, "Deployment", "tuneforge-worker")
+    assert _matches(pods["spec"]["selector"], _template_labels(worker))
+    ports = {p["name"] for p in worker["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert {e["port"] for e in pods["spec"]["podMetricsEndpoints"]} <= ports
+    assert {d["metadata"].get("namespace") for d in (monitor, pods)} == {"tuneforge"}
 
 
 def test_pods_meet_the_restricted_pod_security_standard(
@@ -416,7 +464,7 @@ def test_init_secrets_generates_consistent_secrets(k8s_copy: Path) -> None:
     values = dict(line.split("=", 1) for line in generated.read_text().splitlines()
                   if line and not line.startswith("#"))
     for name in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "MINIO_ROOT_PASSWORD",
-                 "TUNEFORGE_S3__SECRET_KEY"):
+                 "TUNEFORGE_S3__SECRET_KEY", "TUNEFORGE_METRICS_TOKEN"):
         assert re.fullmatch(r"[0-9a-f]{64}", values[name]), name
     assert len({values["POSTGRES_PASSWORD"], values["REDIS_PASSWORD"]}) == 2
     assert urlsplit(values["TUNEFORGE_DATABASE_URL"]).password == values["POSTGRES_PASSWORD"]

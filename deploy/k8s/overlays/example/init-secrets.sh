@@ -1,6 +1,6 @@
 #!/bin/sh
 # Write secrets.env (beside this script) from secrets.env.example: every empty *_PASSWORD /
-# *_SECRET_KEY gets 32 random bytes in hex (URL-safe), and ${NAME} in later lines is
+# *_SECRET_KEY / *_TOKEN gets 32 random bytes in hex (URL-safe), and ${NAME} in later lines is
 # replaced by the value of NAME (the database and Redis URLs). Refuses to overwrite.
 # Usage: sh init-secrets.sh [TARGET]
 set -eu
@@ -32,7 +32,7 @@ while IFS= read -r line || [ -n "$line" ]; do
   name=${line%%=*}
   value=${line#*=}
   case "$name" in
-    *_PASSWORD | *_SECRET_KEY)
+    *_PASSWORD | *_SECRET_KEY | *_TOKEN)
       if [ -z "$value" ]; then
         value=$(random_hex)
       fi
