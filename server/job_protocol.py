@@ -144,6 +144,14 @@ class JobProtocol:
             lora=LoraConfig(**row.lora), seed=row.seed, suffix=row.suffix,
         )
 
+    async def origin(self, job_id: str) -> tuple[str | None, str | None]:
+        """The request id and the W3C `traceparent` of the request that created the job (for
+        the worker's log context and spans); (None, None) when unknown."""
+        async with self.sessions() as session:
+            row = (await session.execute(
+                select(Job.request_id, Job.traceparent).where(Job.id == job_id))).one_or_none()
+        return (row.request_id, row.traceparent) if row is not None else (None, None)
+
     async def status(self, job_id: str) -> JobStatus | None:
         async with self.sessions() as session:
             value = (await session.execute(

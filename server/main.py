@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 
 import uvicorn
@@ -11,6 +10,8 @@ import uvicorn
 from server.api.app import create_app
 from server.db.migrate import upgrade
 from server.grpc import GrpcServer, start_grpc
+from server.observability.logging import configure_logging
+from server.observability.tracing import configure_tracing, shutdown_tracing
 from server.service import Services
 from server.service.context import Context
 from tuneforge.settings import Settings
@@ -45,6 +46,7 @@ async def serve(settings: Settings) -> None:
     services = Services(Context.from_settings(settings))
     app = create_app(services)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
+                            log_config=None,  # our handler (server.observability)
                             lifespan="on", access_log=False, http="h11",
                             h11_max_incomplete_event_size=MAX_HEADER_BYTES,
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
@@ -57,8 +59,11 @@ async def serve(settings: Settings) -> None:
 
 
 def run(settings: Settings) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # One line per vLLM health probe (twice a second) would bury everything else.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # JSON lines with the request id (`log_format`); traces only when `tracing.enabled`.
+    configure_logging(settings.log_format)
+    configure_tracing(settings.tracing)
     prepare(settings)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    finally:
+        shutdown_tracing()

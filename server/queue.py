@@ -23,6 +23,8 @@ from arq.connections import ArqRedis
 from arq.constants import expires_extra_ms
 from arq.jobs import Job, JobStatus
 
+from server.observability import tracing
+
 log = logging.getLogger(__name__)
 
 TRAIN_TASK = "run_fine_tuning_job"
@@ -100,9 +102,11 @@ class JobQueue:
     async def enqueue(self, queue_job_id: str, job_id: str) -> bool:
         """Queue the training task; False if a queue entry with this id already exists.
         Raises TimeoutError when Redis does not answer within `timeout`."""
-        pool = await self.pool()
-        job = await asyncio.wait_for(
-            pool.enqueue_job(TRAIN_TASK, job_id, _job_id=queue_job_id), self.timeout)
+        with tracing.span("queue.enqueue", attributes={"tuneforge.job_id": job_id,
+                                                       "tuneforge.queue_job_id": queue_job_id}):
+            pool = await self.pool()
+            job = await asyncio.wait_for(
+                pool.enqueue_job(TRAIN_TASK, job_id, _job_id=queue_job_id), self.timeout)
         return job is not None
 
     async def status(self, queue_job_id: str) -> JobStatus:

@@ -23,6 +23,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
 from serving.adapters import AdapterVersion, adapter_version
 from serving.catalog import Catalog, ServingAsk
 from serving.errors import AdapterMissing, AdapterRejected, NoReplica
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 # long before), then dropped: the table holds only the requests of jobs still running.
 _KEEP_ANSWERED = 60.0
 _RETRY_AFTER = 1.0  # a load that failed for a passing reason (a replica stopped answering)
+_propagator = TraceContextTextMapPropagator()  # the job's stored W3C traceparent
 
 
 class RequestDesk:
@@ -98,13 +103,23 @@ class RequestDesk:
             await self.router.unload_model(ask.model)
 
     async def _serve(self, ask: ServingAsk) -> None:
-        try:
-            await self._load_everywhere(ask)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.warning("could not serve %s yet; retrying", ask.model, exc_info=True)
-            self._retry_at[ask.id] = time.monotonic() + _RETRY_AFTER
+        # The hot-load's log lines carry the job and the request that created it; its span
+        # continues that request's trace (a no-op span while tracing is off).
+        parent = (_propagator.extract({"traceparent": ask.traceparent})
+                  if ask.traceparent else None)
+        with structlog.contextvars.bound_contextvars(request_id=ask.request_id,
+                                                     job_id=ask.job_id), \
+                trace.get_tracer("tuneforge.serving").start_as_current_span(
+                    "serving.hot_load", context=parent,
+                    attributes={"tuneforge.model": ask.model,
+                                "tuneforge.job_id": ask.job_id or ""}):
+            try:
+                await self._load_everywhere(ask)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("could not serve %s yet; retrying", ask.model, exc_info=True)
+                self._retry_at[ask.id] = time.monotonic() + _RETRY_AFTER
 
     async def _load_everywhere(self, ask: ServingAsk) -> None:
         replicas = self.registry.healthy(ask.base_model)

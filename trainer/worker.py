@@ -9,12 +9,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import structlog
 from arq.worker import Worker, func
 
 from server.db.session import create_engine, create_sessionmaker
 from server.job_protocol import JobProtocol
+from server.observability import tracing
+from server.observability.logging import configure_logging
+from server.observability.tracing import configure_tracing, shutdown_tracing
 from server.queue import TRAIN_TASK, job_deserializer, job_serializer, redis_pool
 from server.storage import ObjectStore
+from trainer import worker_metrics
 from trainer.job_runner import JobRunner, worker_identity
 from tuneforge.settings import Settings
 
@@ -25,9 +30,22 @@ JOB_TIMEOUT_SECONDS = 7 * 24 * 3600
 
 
 async def run_fine_tuning_job(ctx: dict[str, Any], job_id: str) -> str:
-    runner = JobRunner(ctx["jobs"], ctx["store"], ctx["settings"], job_id, ctx["worker_id"])
-    outcome = await runner.run()
-    log.info("job %s: %s", job_id, outcome)
+    # Every line of this run carries the job and the request that created it; its span
+    # continues that request's trace (stored in the job row, so a requeue continues it too).
+    request_id, traceparent = await ctx["jobs"].origin(job_id)
+    with structlog.contextvars.bound_contextvars(request_id=request_id, job_id=job_id), \
+            tracing.span("job.run", traceparent=traceparent,
+                         attributes={"tuneforge.job_id": job_id,
+                                     "tuneforge.request_id": request_id or ""}):
+        log.info("job %s: run starts on %s", job_id, ctx["worker_id"])
+        runner = JobRunner(ctx["jobs"], ctx["store"], ctx["settings"], job_id, ctx["worker_id"])
+        worker_metrics.RECORDER.start_run()
+        worker_metrics.JOB_RUNNING.set(1)
+        try:
+            outcome = await runner.run()
+        finally:
+            worker_metrics.JOB_RUNNING.set(0)
+        log.info("job %s: %s", job_id, outcome)
     return outcome
 
 
@@ -43,9 +61,12 @@ def create_worker(settings: Settings) -> Worker:
         ctx["store"] = store
         ctx["settings"] = settings
         ctx["worker_id"] = worker_identity()
+        ctx["metrics_server"] = worker_metrics.serve(settings)  # None unless a port is set
         log.info("worker %s ready on queue %s", ctx["worker_id"], settings.queue_name)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        if ctx.get("metrics_server") is not None:
+            ctx["metrics_server"].stop()
         await engine.dispose()
         store.close()
 
@@ -68,8 +89,12 @@ def create_worker(settings: Settings) -> Worker:
 
 
 def run(settings: Settings) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    create_worker(settings).run()
+    configure_logging(settings.log_format)  # JSON lines with request_id and job_id
+    configure_tracing(settings.tracing)
+    try:
+        create_worker(settings).run()
+    finally:
+        shutdown_tracing()
 
 
 if __name__ == "__main__":

@@ -116,6 +116,10 @@ class Job(Base):
     # The worker holding the job, and until when (renewed by its heartbeat).
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    # The API request that created the job and its trace (W3C `traceparent`, when tracing is
+    # on): the worker's and the serving plane's log lines and spans for the job carry them.
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    traceparent: Mapped[str | None] = mapped_column(String(128))
 
 
 class JobEvent(Base):

@@ -16,6 +16,7 @@ from server.grpc.pb.tuneforge.v1 import (
     models_pb2,
     models_pb2_grpc,
 )
+from server.grpc.request_id import RequestIdInterceptor
 from server.grpc.servicers import FilesServicer, FineTuningServicer, ModelsServicer
 from server.service import Services
 from tuneforge.settings import Settings
@@ -46,7 +47,7 @@ class GrpcServer:
 
 
 async def start_grpc(services: Services, settings: Settings) -> GrpcServer:
-    server = grpc.aio.server(options=[
+    server = grpc.aio.server(interceptors=[RequestIdInterceptor()], options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         # A fixed 4 MiB flow-control window per stream instead of BDP auto-tuning, which lets

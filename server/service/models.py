@@ -47,6 +47,11 @@ class ServingAsk:
     ready_at: float | None
     error: str | None
     job_status: str
+    # The job, and the request (id and W3C traceparent) that created it: the hot-load's log
+    # lines and span carry them.
+    job_id: str | None = None
+    request_id: str | None = None
+    traceparent: str | None = None
 
 
 class ModelService:
@@ -207,13 +212,15 @@ class ModelService:
             rows = (await session.execute(
                 select(ServingRequest.id, ServingRequest.model, ServingRequest.base_model,
                        ServingRequest.adapter_prefix, ServingRequest.requested_at,
-                       ServingRequest.ready_at, ServingRequest.error, Job.status)
+                       ServingRequest.ready_at, ServingRequest.error, Job.status,
+                       ServingRequest.job_id, Job.request_id, Job.traceparent)
                 .join(Job, Job.id == ServingRequest.job_id)
                 .where(ServingRequest.base_model.in_(list(base_models)))
                 .order_by(ServingRequest.seq)
             )).all()
         return [ServingAsk(r.id, r.model, r.base_model, r.adapter_prefix, r.requested_at,
-                           r.ready_at, r.error, r.status) for r in rows]
+                           r.ready_at, r.error, r.status, r.job_id, r.request_id,
+                           r.traceparent) for r in rows]
 
     async def answer_serving(self, request_id: str, *, ready_at: float, replicas: int) -> None:
         await self._settle(request_id, ready_at=ready_at, replicas=replicas)
