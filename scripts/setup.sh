@@ -26,6 +26,13 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# The dashboard's browser tests (tests/dashboard) drive Debian's chromium through Playwright.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+  echo "==> installing chromium (for the dashboard's browser tests)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
 # The gRPC stubs are generated, never committed: the server's (server/grpc/pb) and the
 # editable client's, from proto/ as it is now (about 2 s; unchanged files are not rewritten).
 "$VENV/bin/python" proto/generate.py >/dev/null

@@ -11,6 +11,7 @@ import json
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, SerializationInfo, field_serializer
 from pydantic_settings import (
@@ -172,6 +173,15 @@ class StorageSettings(BaseModel):
     multipart_sweep_interval_seconds: float = 600.0
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces (`server/observability/tracing.py`), exported over OTLP/HTTP. Off:
+    no exporter and a no-op tracer."""
+
+    enabled: bool = False
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"  # an OTLP/HTTP traces endpoint
+    service_name: str = "tuneforge"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TUNEFORGE_", env_nested_delimiter="__", extra="ignore"
@@ -201,12 +211,32 @@ class Settings(BaseSettings):
     # `resume` of a job whose paused run is still saving its checkpoint waits this long for
     # the run to let go before it answers 409.
     resume_wait_seconds: float = 15.0
+    # A job's Server-Sent Events stream (`GET …/events?stream=true`) sends a comment after this
+    # many seconds without a message, so proxies keep the connection open.
+    events_heartbeat_seconds: float = Field(default=15.0, gt=0)
     # Converted base models (default: data_dir/models).
     model_cache_dir: Path | None = None
+
+    # Operating (README "Operating"): `GET /metrics` on the API answers only
+    # `Authorization: Bearer <metrics_token>` when set; unset, it answers loopback clients
+    # only (404 to anyone else). Never a tenant API key.
+    metrics_token: SecretStr = SecretStr("")
+    # The worker's Prometheus endpoint (`/metrics` on its own port); 0: off.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
+
+    @field_serializer("metrics_token", when_used="json")
+    def _reveal_token_when_asked(self, value: SecretStr, info: SerializationInfo) -> str:
+        context = info.context or {}
+        return value.get_secret_value() if context.get("reveal") else str(value)
 
     serving: ServingSettings = Field(default_factory=ServingSettings)
     inference_limits: InferenceLimits = Field(default_factory=InferenceLimits)
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
+
+    # Log lines of the API and the worker: one JSON object per line, or `console` for people.
+    log_format: Literal["json", "console"] = "json"
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     base_models: list[BaseModelEntry] = Field(
         default_factory=lambda: [BaseModelEntry(name="SmolLM2-135M-Instruct")]

@@ -15,13 +15,17 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from server.api import json_limits
+from server.api.dashboard import dashboard_routes, openapi_render_plugins
 from server.api.deps import provide_principal, provide_services
 from server.api.openapi_bodies import RequestBodySchemaPlugin
 from server.api.routes.files import FilesController
+from server.api.routes.health import route_handlers as health_routes
 from server.api.routes.inference import InferenceController
 from server.api.routes.jobs import JobsController
 from server.api.routes.models import ModelsController
 from server.api.routes.uploads import UploadsController
+from server.observability import metrics as http_metrics
+from server.observability import request_id as request_context
 from server.reconciler import run_forever
 from server.service import Services
 from server.storage import StorageUnavailable
@@ -108,12 +112,13 @@ def create_app(services: Services, *, run_reconciler: bool = True) -> Litestar:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await services.validation.close()  # the reconciler validates them again
             await serving.stop()
             await services.ctx.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[FilesController, UploadsController, JobsController, ModelsController,
-                        InferenceController],
+                        InferenceController, *dashboard_routes(), *health_routes],
         dependencies={"services": Provide(provide_services),
                       "principal": Provide(provide_principal)},
         exception_handlers={
@@ -126,6 +131,7 @@ def create_app(services: Services, *, run_reconciler: bool = True) -> Litestar:
         },
         lifespan=[lifespan],
         request_class=json_limits.LimitedRequest,
+        logging_config=None,  # the process's own (server.observability.logging)
         plugins=[RequestBodySchemaPlugin()],
         openapi_config=OpenAPIConfig(
             title="TuneForge", version="1.0.0",
@@ -134,5 +140,11 @@ def create_app(services: Services, *, run_reconciler: bool = True) -> Litestar:
                 type="http", scheme="bearer", description="API key: `Authorization: Bearer tf-…`",
             )}),
             security=[{"bearer": []}],
+            render_plugins=openapi_render_plugins(),  # Swagger UI from vendored files
         ),
     )
+    # Request ids (and, with tracing on, the request's span) around everything, 404s too.
+    request_context.wrap(app)
+    # Requests by route template and status, and their latency (`GET /metrics`).
+    http_metrics.wrap(app)
+    return app
