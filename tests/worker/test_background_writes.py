@@ -86,6 +86,8 @@ async def test_training_goes_on_while_a_checkpoint_uploads(
         model=MODEL, training_file=sft_file(client, 12, seed=4), seed=4, suffix="gated",
         method={"type": "supervised", "supervised": {"hyperparameters": {
             "n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 5}}})
+    # The API validates it first (holding its lease); a worker takes it once it is queued.
+    assert await until_validated(client, job.id) == "queued"
     store = GatedStore(settings)
     runner = JobRunner(services.protocol, store, with_unanswered_server(settings), job.id,
                        "worker-in-process")
