@@ -120,8 +120,15 @@ class FilesServicer(_Base, files_pb2_grpc.FilesServicer):
                                   param="metadata")
                 yield message.chunk
 
-        created = await self.services.files.create(
-            principal, first.metadata.filename, first.metadata.purpose, chunks())
+        try:
+            created = await self.services.files.create(
+                principal, first.metadata.filename, first.metadata.purpose, chunks())
+        except ApiError:
+            # grpc/grpc#36066: an asyncio client still writing when the status arrives reports
+            # INTERNAL ("Internal error from Core") instead of it. Read what the client still
+            # sends, no more than an upload may hold, before answering.
+            await _drain(request_iterator, self.services.ctx.settings.max_upload_bytes)
+            raise
         return reply(created, files_pb2.File)
 
     @unary
@@ -251,3 +258,16 @@ class ModelsServicer(_Base, models_pb2_grpc.ModelsServicer):
         principal = await self.principal(context)
         return reply(await self.services.models.delete(principal, request.model),
                      models_pb2.ModelDeleted)
+
+
+async def _drain(request_iterator: AsyncIterator[files_pb2.UploadFileRequest],
+                 limit: int) -> None:
+    """Consume the rest of a client stream (up to `limit` bytes of chunks), ignoring errors."""
+    read = 0
+    try:
+        async for message in request_iterator:
+            read += len(message.chunk)
+            if read > limit:
+                return
+    except Exception:  # the client went away: nothing left to read
+        return

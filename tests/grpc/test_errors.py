@@ -200,3 +200,15 @@ def test_sdk_exceptions(tf: TuneForge, tf_rest: TuneForge, api_server,  # type: 
             with pytest.raises(AuthenticationError) as err:
                 wrong.models.list()
             assert err.value.code == "invalid_api_key"
+
+
+def test_an_upload_refused_before_its_body_reports_the_refusal_not_internal(
+        tf: TuneForge) -> None:
+    """The server refuses a streamed upload from its metadata while the SDK is still sending
+    chunks: the caller gets the server's 400 every time, never grpc's INTERNAL
+    (grpc/grpc#36066)."""
+    body = chat_jsonl() * 2000  # several chunks still in flight when the refusal comes
+    for _ in range(12):
+        with pytest.raises(BadRequestError) as bad:
+            tf.files.upload(body, filename="train.csv")
+        assert bad.value.code == "invalid_file_format" and bad.value.param == "file"
