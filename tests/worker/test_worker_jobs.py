@@ -6,12 +6,14 @@ cost here.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 
 import openai
 import pytest
 
+from tests.dashboard.browser import chromium, open_tab, sign_in
 from tests.worker.conftest import (
     MODEL,
     all_events,
@@ -35,14 +37,30 @@ def metric_events(client: openai.OpenAI, job_id: str) -> list:  # type: ignore[t
 
 
 async def test_sft_job_trains_and_publishes(client: openai.OpenAI, worker,  # type: ignore[no-untyped-def]
-                                            services, settings) -> None:
+                                            services, settings, api_server,
+                                            tenant_a, tmp_path) -> None:
     training_file = sft_file(client, n=16)
     job = client.fine_tuning.jobs.create(
         model=MODEL, training_file=training_file, validation_file=sft_file(client, 10, seed=1),
         suffix="arith", seed=7,
         method={"type": "supervised", "supervised": {"hyperparameters": {
             "n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 5}}})
-    done = wait_status(client, job.id, {"succeeded", "failed", "cancelled"})
+    async with chromium() as browser:
+        # The dashboard's job page, open while the worker trains: its loss curve grows live.
+        tab = await open_tab(browser, api_server.base_url.removesuffix("/v1"))
+        await sign_in(tab, tenant_a.api_key, f"#/jobs/{job.id}")
+        await tab.page.wait_for_selector("#loss-chart .uplot", timeout=600_000)
+        seen = int(await tab.page.get_attribute("#loss-chart", "data-points") or 0)
+        assert seen < 12, "the job trained to its end before the page showed it"
+        await tab.page.wait_for_function(
+            "n => Number(document.querySelector('#loss-chart').dataset.points) > n",
+            arg=seen, timeout=600_000)
+        done = await asyncio.to_thread(wait_status, client, job.id,
+                                       {"succeeded", "failed", "cancelled"})
+        await tab.page.wait_for_selector("#loss-chart[data-points='12'] .uplot")
+        await tab.shot(tmp_path, "job-trained", share=True)
+        assert tab.outside == [] and tab.errors == []
+        await tab.close()
     assert done.status == "succeeded", done.error
     assert done.fine_tuned_model == (
         f"ft:{MODEL}:{done.organization_id}:arith:{job.id.removeprefix('ftjob-')}")
