@@ -31,6 +31,8 @@ from tuneforge.domain import (
     JobStatus,
     LoraConfig,
     MethodType,
+    ParentModel,
+    TrainingConfig,
     new_id,
     now,
 )
@@ -142,6 +144,9 @@ class JobProtocol:
             validation_file=row.validation_file,
             hyperparameters=DpoHyperparameters(**row.hyperparameters),
             lora=LoraConfig(**row.lora), seed=row.seed, suffix=row.suffix,
+            base_model=row.base_model or row.model,
+            training=TrainingConfig(**(row.training or {})),
+            parent=ParentModel(**row.parent) if row.parent else None,
         )
 
     async def origin(self, job_id: str) -> tuple[str | None, str | None]:

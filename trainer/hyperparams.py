@@ -19,10 +19,8 @@ Rules (documented so that users can predict them):
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from tuneforge.domain import (
     DpoHyperparameters,
@@ -30,6 +28,11 @@ from tuneforge.domain import (
     MethodType,
     Quantization,
     ResolvedHyperparameters,
+)
+from tuneforge.memory import (
+    MEMORY_HEADROOM,
+    ModelShape,
+    estimate_training_bytes,
 )
 
 BASE_LEARNING_RATE = 2e-4
@@ -40,7 +43,6 @@ TARGET_EPOCHS = 3
 MAX_AUTO_EPOCHS = 10
 CPU_MAX_BATCH = 8
 GPU_MAX_BATCH = 32
-MEMORY_HEADROOM = 0.9
 
 
 def auto_n_epochs(n_examples: int) -> int:
@@ -56,77 +58,6 @@ def auto_batch_size(n_examples: int, cap: int = CPU_MAX_BATCH) -> int:
     ratio = max(1.0, n_examples / 32)
     size = 2 ** math.floor(math.log2(ratio))
     return max(1, min(cap, size))
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What memory estimates need to know about a model, read from its files."""
-
-    n_params: int
-    hidden_size: int
-    n_layers: int
-    vocab_size: int
-    intermediate_size: int
-
-    @classmethod
-    def from_dir(cls, model_dir: Path) -> ModelShape:
-        config = json.loads((Path(model_dir) / "config.json").read_text())
-        config = config.get("text_config", config)
-        hidden = int(config.get("hidden_size", 1024))
-        layers = int(config.get("num_hidden_layers", 24))
-        vocab = int(config.get("vocab_size", 32000))
-        inter = int(config.get("intermediate_size", 4 * hidden))
-        return cls(
-            n_params=count_parameters(model_dir)
-            or (vocab * hidden + layers * (4 * hidden * hidden + 3 * hidden * inter)),
-            hidden_size=hidden,
-            n_layers=layers,
-            vocab_size=vocab,
-            intermediate_size=inter,
-        )
-
-
-def count_parameters(model_dir: Path) -> int:
-    """Parameter count from the safetensors headers (no weights are read); 0 if unknown."""
-    from safetensors import safe_open
-
-    total = 0
-    for f in sorted(Path(model_dir).glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as st:
-            for key in st.keys():
-                total += math.prod(st.get_slice(key).get_shape())
-    return total
-
-
-def lora_parameters(shape: ModelShape, rank: int) -> int:
-    """LoRA parameters on every linear layer of a decoder block (q, k, v, o, gate, up, down)."""
-    h, i = shape.hidden_size, shape.intermediate_size
-    per_layer = rank * (4 * (h + h) + 3 * (h + i))
-    return shape.n_layers * per_layer
-
-
-def estimate_training_bytes(
-    shape: ModelShape,
-    *,
-    weight_bytes: float,
-    rank: int,
-    batch_size: int,
-    max_length: int,
-    gradient_checkpointing: bool,
-) -> int:
-    """Rough peak memory of LoRA training: frozen weights, adapter weights + grads + Adam
-    state (fp32), and activations (bf16), plus a chunk of logits."""
-    weights = shape.n_params * weight_bytes
-    adapter = lora_parameters(shape, rank) * 4 * 4
-    tokens = batch_size * max_length
-    h, i = shape.hidden_size, shape.intermediate_size
-    per_layer = tokens * (10 * h + 3 * i) * 2
-    if gradient_checkpointing:
-        activations = tokens * h * 2 * shape.n_layers + per_layer
-    else:
-        activations = per_layer * shape.n_layers
-    logits = min(tokens, 4096) * shape.vocab_size * 4 * 2
-    return int(weights + adapter + activations + logits)
 
 
 def cuda_free_bytes() -> int | None:

@@ -157,6 +157,105 @@ class LoraConfig(BaseModel):
     quantization: Quantization = Quantization.AUTO
 
 
+class TuningType(StrEnum):
+    """TuneForge extension (`training.tuning`): which weights a job trains."""
+
+    AUTO = "auto"  # the decision tree in tuneforge/tuning.py: memory x model size
+    LORA = "lora"  # a LoRA adapter on a frozen base (4-bit base only when it would not fit)
+    QLORA = "qlora"  # a LoRA adapter on a 4-bit NF4 base
+    FULL = "full"  # every weight
+    SPECTRUM = "spectrum"  # only the layers with the highest signal-to-noise ratio
+
+
+ADAPTER_TUNINGS = frozenset({TuningType.LORA, TuningType.QLORA})
+FULL_WEIGHT_TUNINGS = frozenset({TuningType.FULL, TuningType.SPECTRUM})
+
+
+class LrScheduler(StrEnum):
+    AUTO = "auto"  # cosine
+    LINEAR = "linear"
+    COSINE = "cosine"
+    CONSTANT = "constant"
+
+
+class OptimizerName(StrEnum):
+    AUTO = "auto"  # AdamW (fused on CUDA)
+    ADAMW = "adamw"
+    PAGED_ADAMW_8BIT = "paged_adamw_8bit"  # bitsandbytes, CUDA workers only
+
+
+class Switch(StrEnum):
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
+class EarlyStopping(BaseModel):
+    """Stop when the validation loss has not improved by more than `min_delta` for `patience`
+    evaluations in a row; the job's model is then the best checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patience: Annotated[int, Field(ge=1, le=100)] = 3
+    min_delta: Annotated[float, Field(ge=0, le=10)] = 0.0
+
+
+class TrainingConfig(BaseModel):
+    """TuneForge extension (`training` in the job request): tuning type and training controls.
+
+    Every field defaults to what a job without the extension gets; `"auto"` values are
+    resolved by the worker and written back to the job (`ResolvedTraining`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tuning: TuningType = TuningType.LORA
+    # Spectrum: the fraction of each kind of weight matrix to unfreeze (default 0.25).
+    spectrum_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+    # Longest example in tokens (default 1024); at most what the inference servers serve.
+    max_seq_length: Annotated[int, Field(ge=32, le=131072)] | None = None
+    warmup_ratio: auto_or(float, low=0, high=0.5) = "auto"  # type: ignore[valid-type]
+    lr_scheduler: LrScheduler = LrScheduler.AUTO
+    weight_decay: auto_or(float, low=0, high=1) = "auto"  # type: ignore[valid-type]
+    # Examples per optimizer step = batch_size x gradient_accumulation_steps.
+    gradient_accumulation_steps: auto_or(int, low=1, high=256) = "auto"  # type: ignore[valid-type]
+    optimizer: OptimizerName = OptimizerName.AUTO
+    gradient_checkpointing: Switch = Switch.AUTO
+    # Fraction of the training file held out for validation when no validation_file is given.
+    validation_split: Annotated[float, Field(gt=0, le=0.5)] | None = None
+    # Optimizer steps between evaluations on the validation set.
+    eval_interval: auto_or(int, low=1, high=1_000_000) = "auto"  # type: ignore[valid-type]
+    early_stopping: EarlyStopping | None = None
+
+
+class ResolvedTraining(BaseModel):
+    """`TrainingConfig` with every choice made, as the worker ran it."""
+
+    tuning: TuningType
+    tuning_reason: str = ""
+    spectrum_fraction: float | None = None
+    max_seq_length: int
+    warmup_ratio: float
+    lr_scheduler: LrScheduler
+    weight_decay: float
+    gradient_accumulation_steps: int
+    effective_batch_size: int
+    optimizer: OptimizerName
+    gradient_checkpointing: bool
+    validation_split: float | None = None
+    eval_interval: int
+    early_stopping: EarlyStopping | None = None
+
+
+class ParentModel(BaseModel):
+    """The caller's own fine-tuned model (or one of its checkpoints) a job starts from."""
+
+    model: str  # `ft:…` or `ft:…:ckpt-step-N`, as the caller named it
+    job_id: str
+    step: int | None = None  # the checkpoint's step; None: the final model
+    tuning: TuningType = TuningType.LORA
+    weights_prefix: str  # S3 prefix of the PEFT adapter directory to start from
+
+
 class ResolvedHyperparameters(BaseModel):
     """Concrete values after "auto" is resolved by the worker."""
 
@@ -179,6 +278,14 @@ class JobSpec(BaseModel):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     seed: int
     suffix: str | None = None
+    # The served base model the result belongs to: `model` itself, or the base of the parent.
+    base_model: str = ""
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    parent: ParentModel | None = None
+
+    def model_post_init(self, context: Any, /) -> None:
+        if not self.base_model:
+            self.base_model = self.model
 
 
 def fine_tuned_model_name(base: str, organization_id: str, suffix: str | None, job_id: str) -> str:

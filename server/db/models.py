@@ -120,6 +120,13 @@ class Job(Base):
     # on): the worker's and the serving plane's log lines and spans for the job carry them.
     request_id: Mapped[str | None] = mapped_column(String(128))
     traceparent: Mapped[str | None] = mapped_column(String(128))
+    # TuneForge's `training` extension as requested, and as the worker resolved it.
+    training: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    resolved_training: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The served base model of the result (== model unless the job starts from an ft: model)
+    # and, when it does, that parent (`tuneforge.domain.ParentModel`).
+    base_model: Mapped[str | None] = mapped_column(String(256))
+    parent: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class JobEvent(Base):
@@ -161,6 +168,10 @@ class FineTunedModel(Base):
     base_model: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     deleted_at: Mapped[int | None] = mapped_column(BigInteger)
+    # The model this one was trained from (an ft: model or checkpoint), None from a base.
+    parent_model: Mapped[str | None] = mapped_column(String(600))
+    # `tuneforge.domain.TuningType`: lora/qlora models are adapters, full/spectrum full weights.
+    tuning: Mapped[str] = mapped_column(String(16), default="lora", server_default="lora")
 
 
 class ServingRequest(Base):
@@ -176,7 +187,9 @@ class ServingRequest(Base):
     model: Mapped[str] = mapped_column(String(512), index=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     base_model: Mapped[str] = mapped_column(String(256))
-    adapter_prefix: Mapped[str] = mapped_column(String(1024))
+    adapter_prefix: Mapped[str] = mapped_column(String(1024))  # or full weights, see `kind`
+    # "adapter": a LoRA adapter of base_model; "full": full weights served by their own replica.
+    kind: Mapped[str] = mapped_column(String(16), default="adapter", server_default="adapter")
     # Wall-clock seconds (float): the plane reports how long loading took from the request.
     requested_at: Mapped[float] = mapped_column(Float)
     ready_at: Mapped[float | None] = mapped_column(Float)
