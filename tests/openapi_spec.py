@@ -73,7 +73,41 @@ EXTENSIONS: dict[str, dict[str, Any]] = {
         },
         # The `suffix` the job was created with; absent when it was created without one.
         "suffix": _STRING,
+        # The training controls (request field `training`): as requested ("auto" kept) until
+        # the worker resolved them, then as the job trains.
+        "training": {
+            "type": "object",
+            "required": ["tuning", "max_seq_length", "warmup_ratio", "lr_scheduler",
+                         "weight_decay", "gradient_accumulation_steps", "optimizer",
+                         "gradient_checkpointing", "eval_interval"],
+            "additionalProperties": False,
+            "properties": {
+                "tuning": {"enum": ["auto", "lora", "qlora", "full", "spectrum"]},
+                "tuning_reason": _STRING, "spectrum_fraction": _NUMBER,
+                "max_seq_length": {"type": "integer"},
+                "warmup_ratio": {"anyOf": [{"const": "auto"}, _NUMBER]},
+                "lr_scheduler": {"enum": ["auto", "linear", "cosine", "constant"]},
+                "weight_decay": {"anyOf": [{"const": "auto"}, _NUMBER]},
+                "gradient_accumulation_steps": {"anyOf": [{"const": "auto"},
+                                                          {"type": "integer"}]},
+                "effective_batch_size": {"type": "integer"},
+                "optimizer": {"enum": ["auto", "adamw", "paged_adamw_8bit"]},
+                "gradient_checkpointing": {"enum": ["auto", "on", "off"]},
+                "validation_split": _NUMBER,
+                "eval_interval": {"anyOf": [{"const": "auto"}, {"type": "integer"}]},
+                "early_stopping": {
+                    "type": "object", "required": ["patience", "min_delta"],
+                    "additionalProperties": False,
+                    "properties": {"patience": {"type": "integer"}, "min_delta": _NUMBER}},
+            },
+        },
+        # A job continuing a fine-tuned model (`model: "ft:…"`): its base model and parent.
+        "base_model": _STRING,
+        "parent_model": _STRING,
     },
+    # A fine-tuned model's base model, tuning type and parent (absent on base models).
+    "Model": {"base_model": _STRING, "tuning": {"enum": ["lora", "qlora", "full", "spectrum"]},
+              "parent": _STRING},
     # Every TuneForge list carries the full cursor envelope.
     "ListModelsResponse": {"has_more": {"type": "boolean"}, "first_id": _STRING,
                            "last_id": _STRING},

@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
@@ -24,6 +25,7 @@ from server.job_protocol import lease_is_free, record_event, status_values, tran
 from server.observability.logging import current_request_id
 from server.observability.tracing import current_traceparent
 from server.service.context import Context
+from server.service.lora_targets import check_lora_targets
 from server.service.objects import (
     CheckpointObject,
     FineTuningJobObject,
@@ -35,15 +37,21 @@ from server.service.objects import (
     page,
 )
 from server.service.pagination import Order, check_limit, fetch_page, scoped
+from server.service.parents import not_available, resolve_parent
 from server.service.requests import JobCreateRequest
 from server.service.validation import ValidationService
 from tuneforge.domain import (
+    FULL_WEIGHT_TUNINGS,
     DpoHyperparameters,
     EventLevel,
     FilePurpose,
     JobStatus,
     LoraConfig,
     MethodType,
+    ParentModel,
+    Quantization,
+    TrainingConfig,
+    TuningType,
     new_id,
     now,
 )
@@ -63,6 +71,20 @@ def next_queue_job_id(current: str | None, job_id: str) -> str:
     return f"{job_id}:{attempt + 1}"
 
 
+@dataclass(frozen=True)
+class CheckedJobRequest:
+    """A job request that passed every rule of creation, with what it resolved to: the base
+    model the result belongs to (the request's `model`, or the base of its `ft:` parent), the
+    parent, and the adapter shape (the parent's, when continuing one)."""
+
+    method: str
+    hyperparameters: dict[str, Any]
+    base_model: str
+    parent: ParentModel | None
+    lora: LoraConfig
+    training: TrainingConfig
+
+
 class JobService:
     def __init__(self, ctx: Context, validation: ValidationService) -> None:
         self.ctx = ctx
@@ -70,29 +92,54 @@ class JobService:
 
     # ---- the public API -------------------------------------------------------------------
 
-    async def create(self, principal: Principal, request: JobCreateRequest) -> FineTuningJobObject:
+    async def check_request(self, principal: Principal,
+                            request: JobCreateRequest) -> CheckedJobRequest:
+        """Every rule job creation applies, without storing anything: the same answer for
+        `POST /v1/fine_tuning/jobs` and its plan (`…/jobs/plan`)."""
         method, hyperparameters = self._method_and_hyperparameters(request)
-        if self.ctx.settings.base_model(request.model) is None:
-            available = ", ".join(m.name for m in self.ctx.settings.base_models)
-            raise invalid(f"Model '{request.model}' is not available for fine-tuning. "
-                          f"Available base models: {available}.",
-                          param="model", code="model_not_available")
-        lora = request.lora or LoraConfig()
-        self._check_servable_rank(request.model, lora.rank)
-        await request.check_lora_targets(self.ctx.settings, lora)
+        settings = self.ctx.settings
+        training = request.training or TrainingConfig()
+        parent: ParentModel | None = None
+        if settings.base_model(request.model) is not None:
+            base_model = request.model
+            lora = request.lora or LoraConfig()
+        elif request.model.startswith("ft:"):
+            resolved = await resolve_parent(self.ctx, principal, request.model)
+            parent, base_model, lora = resolved.parent, resolved.base_model, resolved.lora
+            self._check_continuation(request, training)
+        else:
+            raise not_available(settings, request.model)
+        self._check_training(request, training, lora if request.lora else None)
+        if training.tuning == TuningType.QLORA:  # the job shows the 4-bit base it trains on
+            lora = lora.model_copy(update={"quantization": Quantization.NF4})
+        self._check_max_seq_length(base_model, training)
+        if training.tuning not in FULL_WEIGHT_TUNINGS:
+            self._check_servable_rank(base_model, lora.rank)
+            if parent is None:
+                await check_lora_targets(settings, base_model, lora)
         async with self.ctx.sessions() as session:
             await self._check_file(session, principal, request.training_file, "training_file")
             if request.validation_file:
                 await self._check_file(session, principal, request.validation_file,
                                        "validation_file")
+        return CheckedJobRequest(method=method, hyperparameters=hyperparameters,
+                                 base_model=base_model, parent=parent, lora=lora,
+                                 training=training)
+
+    async def create(self, principal: Principal, request: JobCreateRequest) -> FineTuningJobObject:
+        checked = await self.check_request(principal, request)
+        async with self.ctx.sessions() as session:
             job_id = new_id("ftjob-")
             row = Job(
                 id=job_id, organization_id=principal.organization_id, model=request.model,
-                method=method, training_file=request.training_file,
+                method=checked.method, training_file=request.training_file,
                 validation_file=request.validation_file, suffix=request.suffix,
                 seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
-                status=JobStatus.VALIDATING_FILES, hyperparameters=hyperparameters,
-                lora=lora.model_dump(mode="json"),
+                status=JobStatus.VALIDATING_FILES, hyperparameters=checked.hyperparameters,
+                lora=checked.lora.model_dump(mode="json"),
+                training=checked.training.model_dump(mode="json"),
+                base_model=checked.base_model,
+                parent=checked.parent.model_dump(mode="json") if checked.parent else None,
                 metadata_=request.metadata,
                 integrations=[i.model_dump() for i in request.integrations]
                 if request.integrations else None,
@@ -103,6 +150,10 @@ class JobService:
             session.add(row)
             await session.flush()
             await record_event(session, job_id, f"Created fine-tuning job: {job_id}")
+            if checked.parent is not None:
+                await record_event(session, job_id,
+                                   f"Continuing from {checked.parent.model} "
+                                   f"(base model {checked.base_model})")
             await record_event(session, job_id,
                                f"Validating training file: {row.training_file}"
                                + (f" and validation file: {row.validation_file}"
@@ -112,6 +163,60 @@ class JobService:
         # the reconciler starts it again if this process dies first.
         self.validation.start(job_id)
         return job_object(row)
+
+    @staticmethod
+    def _check_continuation(request: JobCreateRequest, training: TrainingConfig) -> None:
+        """A job from an `ft:` adapter trains that adapter further: its shape is the parent's."""
+        if request.lora is not None:
+            raise invalid("`lora` cannot be given when `model` is a fine-tuned model: the job "
+                          "continues training its adapter, whose rank, alpha, dropout and "
+                          "target modules it keeps.", param="lora", code="invalid_lora")
+        if training.tuning in FULL_WEIGHT_TUNINGS:
+            raise invalid(f"training.tuning '{training.tuning}' cannot continue a fine-tuned "
+                          "(LoRA) model; use 'lora', 'qlora' or 'auto', or start a "
+                          f"'{training.tuning}' job from the base model.",
+                          param="training.tuning", code="invalid_tuning")
+
+    @staticmethod
+    def _check_training(request: JobCreateRequest, training: TrainingConfig,
+                        lora: LoraConfig | None) -> None:
+        """The rules across fields of `training`, `lora` and the validation data."""
+        if training.validation_split is not None and request.validation_file:
+            raise invalid("training.validation_split holds out part of the training file; it "
+                          "cannot be combined with validation_file. Pass one of them.",
+                          param="training.validation_split", code="invalid_validation_split")
+        if training.early_stopping is not None and not request.validation_file \
+                and training.validation_split is None:
+            raise invalid("training.early_stopping needs validation data: pass validation_file "
+                          "or training.validation_split.",
+                          param="training.early_stopping", code="invalid_early_stopping")
+        if training.spectrum_fraction is not None and training.tuning != TuningType.SPECTRUM:
+            raise invalid(f"training.spectrum_fraction applies to tuning 'spectrum' only; "
+                          f"this job's tuning is '{training.tuning}'.",
+                          param="training.spectrum_fraction", code="invalid_spectrum_fraction")
+        if lora is not None and training.tuning in FULL_WEIGHT_TUNINGS:
+            raise invalid(f"`lora` configures an adapter, but training.tuning "
+                          f"'{training.tuning}' trains the model's own weights. Leave `lora` "
+                          "out, or use tuning 'lora' or 'qlora'.", param="lora",
+                          code="invalid_lora")
+        if lora is not None and training.tuning == TuningType.QLORA \
+                and lora.quantization == Quantization.NONE:
+            raise invalid("training.tuning 'qlora' trains on a 4-bit base, but "
+                          "lora.quantization is 'none'. Use quantization '4bit' or 'auto', or "
+                          "tuning 'lora'.", param="lora.quantization", code="invalid_quantization")
+
+    def _check_max_seq_length(self, base_model: str, training: TrainingConfig) -> None:
+        """An explicit max_seq_length the inference servers could not serve is refused: the
+        model would be trained on contexts it can never be given."""
+        if training.max_seq_length is None:
+            return
+        limit = min((s.max_model_len for s in self.ctx.settings.inference_servers()
+                     if s.base_model == base_model), default=None)
+        if limit is not None and training.max_seq_length > limit:
+            raise invalid(f"training.max_seq_length {training.max_seq_length} is above {limit}, "
+                          f"the longest context (max_model_len) the inference servers for "
+                          f"'{base_model}' serve. Use at most {limit}.",
+                          param="training.max_seq_length", code="invalid_max_seq_length")
 
     def _check_servable_rank(self, base_model: str, rank: int) -> None:
         """Refuse a LoRA rank the inference servers could not load, before hours of training

@@ -6,15 +6,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth import Principal
 from server.db.models import FineTunedModel, Job, JobCheckpoint, ServingRequest
 from server.service.context import Context
 from server.service.objects import ListPage, ModelDeleted, ModelObject, page
-from server.service.pagination import scoped
+from server.service.parents import job_tuning
 from tuneforge.domain import UNPUBLISHED_STATUSES, now
 from tuneforge.errors import ApiError, not_found
 from tuneforge.layout import adapter_prefix, checkpoint_prefix
@@ -54,6 +55,14 @@ class ServingAsk:
     traceparent: str | None = None
 
 
+def _tuned_object(row: FineTunedModel, job_parent: dict[str, Any] | None) -> ModelObject:
+    """A fine-tuned model with its lineage: the worker records the parent on the model row;
+    the job's parent stands in for rows written before it did."""
+    parent = row.parent_model or (job_parent or {}).get("model")
+    return ModelObject(id=row.id, created=row.created_at, owned_by=row.organization_id,
+                       base_model=row.base_model, tuning=row.tuning or "lora", parent=parent)
+
+
 class ModelService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -68,11 +77,12 @@ class ModelService:
     async def list(self, principal: Principal) -> ListPage[ModelObject]:
         async with self.ctx.sessions() as session:
             rows = (await session.execute(
-                scoped(FineTunedModel, principal.organization_id)
-                .where(FineTunedModel.deleted_at.is_(None)).order_by(FineTunedModel.seq)
-            )).scalars()
-            tuned = [ModelObject(id=r.id, created=r.created_at, owned_by=r.organization_id)
-                     for r in rows]
+                select(FineTunedModel, Job.parent).join(Job, Job.id == FineTunedModel.job_id)
+                .where(FineTunedModel.organization_id == principal.organization_id,
+                       FineTunedModel.deleted_at.is_(None))
+                .order_by(FineTunedModel.seq)
+            )).all()
+            tuned = [_tuned_object(r.FineTunedModel, r.parent) for r in rows]
         return ListPage[ModelObject](**page(self._base_models() + tuned, False))
 
     async def get(self, principal: Principal, model_id: str) -> ModelObject:
@@ -81,20 +91,24 @@ class ModelService:
             return base
         async with self.ctx.sessions() as session:
             row = (await session.execute(
-                scoped(FineTunedModel, principal.organization_id)
-                .where(FineTunedModel.id == model_id, FineTunedModel.deleted_at.is_(None))
-            )).scalar_one_or_none()
+                select(FineTunedModel, Job.parent).join(Job, Job.id == FineTunedModel.job_id)
+                .where(FineTunedModel.organization_id == principal.organization_id,
+                       FineTunedModel.id == model_id, FineTunedModel.deleted_at.is_(None))
+            )).one_or_none()
             if row is not None:
-                return ModelObject(id=row.id, created=row.created_at, owned_by=row.organization_id)
-            checkpoint = (await session.execute(
-                select(JobCheckpoint).join(Job, Job.id == JobCheckpoint.job_id)
+                return _tuned_object(row.FineTunedModel, row.parent)
+            found = (await session.execute(
+                select(JobCheckpoint, Job).join(Job, Job.id == JobCheckpoint.job_id)
                 .where(Job.organization_id == principal.organization_id,
                        JobCheckpoint.fine_tuned_model_checkpoint == model_id)
-            )).scalar_one_or_none()
-        if checkpoint is None:
+            )).one_or_none()
+        if found is None:
             raise not_found("model", model_id, param="model")
+        checkpoint, job = found
         return ModelObject(id=model_id, created=checkpoint.created_at,
-                           owned_by=principal.organization_id)
+                           owned_by=principal.organization_id,
+                           base_model=job.base_model or job.model, tuning=job_tuning(job),
+                           parent=(job.parent or {}).get("model"))
 
     async def delete(self, principal: Principal, model_id: str) -> ModelDeleted:
         if any(m.id == model_id for m in self._base_models()):
@@ -246,14 +260,15 @@ class ModelService:
     async def _checkpoints(self, session: AsyncSession, ids: list[str],
                            organization_id: str | None) -> dict[str, ServableModel]:
         stmt = (select(JobCheckpoint.fine_tuned_model_checkpoint, JobCheckpoint.job_id,
-                       JobCheckpoint.step_number, JobCheckpoint.created_at, Job.model)
+                       JobCheckpoint.step_number, JobCheckpoint.created_at,
+                       func.coalesce(Job.base_model, Job.model).label("base"))
                 .join(Job, Job.id == JobCheckpoint.job_id)
                 .where(JobCheckpoint.fine_tuned_model_checkpoint.in_(ids)))
         if organization_id is not None:
             stmt = stmt.where(Job.organization_id == organization_id)
         return {
             row.fine_tuned_model_checkpoint: ServableModel(
-                row.fine_tuned_model_checkpoint, row.model,
+                row.fine_tuned_model_checkpoint, row.base,
                 checkpoint_prefix(row.job_id, row.step_number), row.created_at)
             for row in (await session.execute(stmt)).all()
         }

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
 from server.db import models as db
-from tuneforge.domain import MethodType
+from tuneforge.domain import MethodType, TrainingConfig
 
 T = TypeVar("T")
 
@@ -129,8 +129,55 @@ class IntegrationObject(ApiObject):
     wandb: WandbObject
 
 
+class EarlyStoppingObject(ApiObject):
+    patience: int
+    min_delta: float
+
+
+class TrainingObject(ApiObject):
+    """The `training` extension on a job: as requested ("auto" kept) until the worker resolved
+    it, then every value as the job trains with it (`tuning_reason`, `effective_batch_size`
+    appear then)."""
+
+    omit_if_none = frozenset({"tuning_reason", "spectrum_fraction", "effective_batch_size",
+                              "validation_split", "early_stopping"})
+
+    tuning: Literal["auto", "lora", "qlora", "full", "spectrum"]
+    tuning_reason: str | None = None
+    spectrum_fraction: float | None = None
+    max_seq_length: int
+    warmup_ratio: float | Literal["auto"]
+    lr_scheduler: Literal["auto", "linear", "cosine", "constant"]
+    weight_decay: float | Literal["auto"]
+    gradient_accumulation_steps: int | Literal["auto"]
+    effective_batch_size: int | None = None
+    optimizer: Literal["auto", "adamw", "paged_adamw_8bit"]
+    gradient_checkpointing: Literal["auto", "on", "off"]
+    validation_split: float | None = None
+    eval_interval: int | Literal["auto"]
+    early_stopping: EarlyStoppingObject | None = None
+
+
+DEFAULT_MAX_SEQ_LENGTH = 1024  # what the trainer uses when a job does not say
+
+
+def training_object(requested: dict[str, Any] | None,
+                    resolved: dict[str, Any] | None) -> TrainingObject:
+    if resolved:
+        values = {**resolved}
+        values["gradient_checkpointing"] = "on" if resolved.get("gradient_checkpointing") \
+            else "off"
+        values["tuning_reason"] = resolved.get("tuning_reason") or None
+    else:
+        values = TrainingConfig(**(requested or {})).model_dump(mode="json")
+        if values.get("max_seq_length") is None:
+            values["max_seq_length"] = DEFAULT_MAX_SEQ_LENGTH
+    return TrainingObject(**{k: v for k, v in values.items()
+                             if k in TrainingObject.model_fields})
+
+
 class FineTuningJobObject(ApiObject):
-    omit_if_none = frozenset({"suffix"})
+    omit_if_none = frozenset({"suffix", "base_model", "parent_model"})
 
     id: str
     object: Literal["fine_tuning.job"] = "fine_tuning.job"
@@ -151,10 +198,14 @@ class FineTuningJobObject(ApiObject):
     integrations: list[IntegrationObject] | None = None
     metadata: dict[str, str] | None = None
     method: MethodObject
-    # TuneForge extensions: the suffix the job was created with (absent when none), and the
-    # adapter/quantization settings the job trains with.
+    # TuneForge extensions: the suffix the job was created with (absent when none), the
+    # adapter/quantization settings and the training controls the job trains with, and, for a
+    # job continuing a fine-tuned model (`model: "ft:…"`), that parent and its base model.
     suffix: str | None = None
     lora: LoraObject
+    training: TrainingObject
+    base_model: str | None = None
+    parent_model: str | None = None
 
 
 class JobEventObject(ApiObject):
@@ -194,10 +245,17 @@ class CheckpointObject(ApiObject):
 
 
 class ModelObject(ApiObject):
+    omit_if_none = frozenset({"base_model", "parent", "tuning"})
+
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    # TuneForge extensions on fine-tuned models and checkpoints: the base model they belong
+    # to, how they were tuned, and the model they were trained from (absent: from the base).
+    base_model: str | None = None
+    tuning: str | None = None
+    parent: str | None = None
 
 
 class ModelDeleted(ApiObject):
@@ -262,6 +320,9 @@ def job_object(row: db.Job) -> FineTuningJobObject:
         training_file=row.training_file, validation_file=row.validation_file,
         estimated_finish=row.estimated_finish, integrations=row.integrations,
         metadata=row.metadata_, method=method, suffix=row.suffix, lora=LoraObject(**row.lora),
+        training=training_object(row.training, row.resolved_training),
+        base_model=row.base_model if row.parent and row.base_model != row.model else None,
+        parent_model=row.parent["model"] if row.parent else None,
     )
 
 

@@ -6,10 +6,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from server.service.lora_targets import check_lora_targets
 from server.service.objects import IntegrationObject
-from tuneforge.domain import UPLOADABLE_PURPOSES, DpoHyperparameters, Hyperparameters, LoraConfig
-from tuneforge.settings import Settings
+from tuneforge.domain import (
+    UPLOADABLE_PURPOSES,
+    DpoHyperparameters,
+    Hyperparameters,
+    LoraConfig,
+    TrainingConfig,
+)
 
 SUFFIX_PATTERN = r"^[A-Za-z0-9._-]*$"
 # No control characters (C0, DEL, C1) in a filename; the multipart upload refuses them too.
@@ -28,10 +32,44 @@ def _method_schema(schema: dict[str, Any]) -> None:
     ]
 
 
+def _training_with(**properties: Any) -> dict[str, Any]:
+    """`training` is an object that has each of `properties` matching its schema."""
+    return {"type": "object", "required": sorted(properties), "properties": properties}
+
+
+_GIVEN_FILE = {"type": "string", "minLength": 1}
+
+
 def _job_create_schema(schema: dict[str, Any]) -> None:
     # The deprecated top-level `hyperparameters` and `method` are not both given.
     schema["not"] = {"required": ["method", "hyperparameters"], "properties": {
         "method": {"type": "object"}, "hyperparameters": {"type": "object"}}}
+    schema["allOf"] = [
+        # training.validation_split holds out part of the training file: no validation_file.
+        {"not": {"required": ["training", "validation_file"], "properties": {
+            "validation_file": _GIVEN_FILE,
+            "training": _training_with(validation_split={"type": "number"})}}},
+        # training.early_stopping needs validation data.
+        {"if": {"required": ["training"], "properties": {
+            "training": _training_with(early_stopping={"type": "object"})}},
+         "then": {"anyOf": [
+             {"required": ["validation_file"], "properties": {"validation_file": _GIVEN_FILE}},
+             {"properties": {"training": _training_with(validation_split={"type": "number"})}},
+         ]}},
+        # training.spectrum_fraction only with tuning "spectrum".
+        {"if": {"required": ["training"], "properties": {
+            "training": _training_with(spectrum_fraction={"type": "number"})}},
+         "then": {"properties": {"training": _training_with(tuning={"const": "spectrum"})}}},
+        # `lora` configures an adapter: not with the full-weight tunings.
+        {"not": {"required": ["lora", "training"], "properties": {
+            "lora": {"type": "object"},
+            "training": _training_with(tuning={"enum": ["full", "spectrum"]})}}},
+        # QLoRA trains on a 4-bit base.
+        {"not": {"required": ["lora", "training"], "properties": {
+            "lora": {"type": "object", "required": ["quantization"],
+                     "properties": {"quantization": {"const": "none"}}},
+            "training": _training_with(tuning={"const": "qlora"})}}},
+    ]
 
 
 def _upload_create_schema(schema: dict[str, Any]) -> None:
@@ -59,11 +97,14 @@ class MethodRequest(BaseModel):
 
 
 class JobCreateRequest(BaseModel):
-    """`POST /v1/fine_tuning/jobs`: OpenAI's parameters plus TuneForge's `lora` extension."""
+    """`POST /v1/fine_tuning/jobs`: OpenAI's parameters plus TuneForge's `lora` and `training`
+    extensions. `model` is a base model or the caller's own `ft:` model or checkpoint."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_job_create_schema)
 
-    model: Annotated[str, Field(min_length=1, max_length=256)]
+    model: Annotated[str, Field(min_length=1, max_length=256, description=(
+        "A base model, or one of your own fine-tuned models (`ft:…`) or checkpoints "
+        "(`ft:…:ckpt-step-N`) to continue training (its LoRA adapter, on its base model)."))]
     training_file: Annotated[str, Field(min_length=1)]
     validation_file: str | None = None
     suffix: Annotated[str, Field(max_length=64, pattern=SUFFIX_PATTERN)] | None = None
@@ -75,6 +116,7 @@ class JobCreateRequest(BaseModel):
     method: MethodRequest | None = None
     hyperparameters: Hyperparameters | None = None  # legacy form of method.supervised
     lora: LoraConfig | None = None
+    training: TrainingConfig | None = None
 
     @field_validator("metadata")
     @classmethod
@@ -85,11 +127,6 @@ class JobCreateRequest(BaseModel):
             if any(len(k) > 64 for k in value):
                 raise ValueError("metadata keys may be at most 64 characters")
         return value
-
-    async def check_lora_targets(self, settings: Settings, lora: LoraConfig) -> None:
-        """400 (`param: lora.target_modules`) for an empty list or a module name the base
-        model does not have (see server/service/lora_targets.py)."""
-        await check_lora_targets(settings, self.model, lora)
 
 
 class UploadCreateRequest(BaseModel):

@@ -31,4 +31,4 @@ def test_reflection_lists_and_describes_the_services(channel: grpc.Channel) -> N
     fine_tuning = next(f for f in files if f.name == "tuneforge/v1/fine_tuning.proto")
     methods = {m.name for m in fine_tuning.service[0].method}
     assert {"Create", "Get", "List", "Cancel", "Pause", "Resume", "ListEvents",
-            "ListCheckpoints", "WatchEvents"} == methods
+            "ListCheckpoints", "WatchEvents", "PlanJob"} == methods

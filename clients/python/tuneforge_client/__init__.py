@@ -36,6 +36,7 @@ from tuneforge_client.errors import (
     ServiceUnavailableError,
     TuneForgeError,
 )
+from tuneforge_client.plans import JobPlan  # plan (TuneForge extension)
 from tuneforge_client.types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -47,6 +48,8 @@ from tuneforge_client.types import (
     Model,
     ModelDeleted,
     Page,
+    Training,
+    TrainingParams,
 )
 
 __version__ = "0.1.0"
@@ -71,6 +74,7 @@ __all__ = [
     "FineTuningJobCheckpoint",
     "FineTuningJobEvent",
     "InternalServerError",
+    "JobPlan",
     "Jobs",
     "Model",
     "ModelDeleted",
@@ -82,6 +86,8 @@ __all__ = [
     "RateLimitError",
     "RequestTooLargeError",
     "ServiceUnavailableError",
+    "Training",
+    "TrainingParams",
     "TuneForge",
     "TuneForgeError",
     "__version__",

@@ -29,6 +29,7 @@ from tuneforge_client.errors import (
     ServiceUnavailableError,
     TuneForgeError,
 )
+from tuneforge_client.plans import JobPlan  # plan (TuneForge extension)
 
 T = TypeVar("T")
 ProgressCallback = Callable[[int, int], None]
@@ -227,17 +228,46 @@ class AsyncJobs:
                      integrations: list[dict[str, Any]] | None = None,
                      method: dict[str, Any] | None = None,
                      hyperparameters: dict[str, Any] | None = None,
-                     lora: dict[str, Any] | None = None) -> t.FineTuningJob:
+                     lora: dict[str, Any] | None = None,
+                     training: t.TrainingParams | None = None) -> t.FineTuningJob:
         """`POST /v1/fine_tuning/jobs`: OpenAI's parameters (dicts as in OpenAI's JSON, e.g.
         `method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}}`)
         plus TuneForge's `lora` (`{"rank": 16, "alpha": 16, "dropout": 0.0,
-        "target_modules": "all-linear", "quantization": "auto"}`)."""
+        "target_modules": "all-linear", "quantization": "auto"}`) and `training`
+        (`{"tuning": "qlora", "max_seq_length": 512, "validation_split": 0.1,
+        "early_stopping": {"patience": 3}}`, see `TrainingParams`). `model` is a base model
+        or one of your fine-tuned models (`ft:…`) or checkpoints (`ft:…:ckpt-step-N`) to
+        continue from."""
         body = _drop_none({
             "model": model, "training_file": training_file, "validation_file": validation_file,
             "suffix": suffix, "seed": seed, "metadata": metadata, "integrations": integrations,
             "method": method, "hyperparameters": hyperparameters, "lora": lora,
+            "training": dict(training) if training is not None else None,
         })
         return await self._c._retry(lambda: self._c._transport.create_job(body))
+
+    # ---- plan (TuneForge extension) ----
+    async def plan(self, *, model: str, training_file: str,
+                   validation_file: str | None = None, suffix: str | None = None,
+                   seed: int | None = None, metadata: dict[str, str] | None = None,
+                   integrations: list[dict[str, Any]] | None = None,
+                   method: dict[str, Any] | None = None,
+                   hyperparameters: dict[str, Any] | None = None,
+                   lora: dict[str, Any] | None = None,
+                   training: t.TrainingParams | None = None) -> JobPlan:
+        """`POST /v1/fine_tuning/jobs/plan`: the parameters of `create`, checked the same way
+        (the same errors), but nothing is created. Returns the data format and every data
+        error with its line, token counts, and for each planned device (the CPU worker, each
+        configured GPU size) the tuning, quantization, resolved hyperparameters and training
+        controls, peak memory, steps and duration, with warnings."""
+        body = _drop_none({
+            "model": model, "training_file": training_file, "validation_file": validation_file,
+            "suffix": suffix, "seed": seed, "metadata": metadata, "integrations": integrations,
+            "method": method, "hyperparameters": hyperparameters, "lora": lora,
+            "training": dict(training) if training is not None else None,
+        })
+        return await self._c._retry(lambda: self._c._transport.plan_job(body))
+    # ---- end plan ----
 
     async def list(self, *, after: str | None = None, limit: int | None = None,
                    metadata: dict[str, str] | None = None) -> t.Page[t.FineTuningJob]:
@@ -476,11 +506,27 @@ class Jobs:
                integrations: list[dict[str, Any]] | None = None,
                method: dict[str, Any] | None = None,
                hyperparameters: dict[str, Any] | None = None,
-               lora: dict[str, Any] | None = None) -> t.FineTuningJob:
+               lora: dict[str, Any] | None = None,
+               training: t.TrainingParams | None = None) -> t.FineTuningJob:
         return self._p.run(self._a.create(
             model=model, training_file=training_file, validation_file=validation_file,
             suffix=suffix, seed=seed, metadata=metadata, integrations=integrations,
-            method=method, hyperparameters=hyperparameters, lora=lora))
+            method=method, hyperparameters=hyperparameters, lora=lora, training=training))
+
+    # ---- plan (TuneForge extension) ----
+    def plan(self, *, model: str, training_file: str, validation_file: str | None = None,
+             suffix: str | None = None, seed: int | None = None,
+             metadata: dict[str, str] | None = None,
+             integrations: list[dict[str, Any]] | None = None,
+             method: dict[str, Any] | None = None,
+             hyperparameters: dict[str, Any] | None = None,
+             lora: dict[str, Any] | None = None,
+             training: t.TrainingParams | None = None) -> JobPlan:
+        return self._p.run(self._a.plan(
+            model=model, training_file=training_file, validation_file=validation_file,
+            suffix=suffix, seed=seed, metadata=metadata, integrations=integrations,
+            method=method, hyperparameters=hyperparameters, lora=lora, training=training))
+    # ---- end plan ----
 
     def list(self, *, after: str | None = None, limit: int | None = None,
              metadata: dict[str, str] | None = None) -> t.Page[t.FineTuningJob]:

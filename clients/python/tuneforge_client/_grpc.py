@@ -24,6 +24,7 @@ from tuneforge_client.errors import (
     TuneForgeError,
     error_for_status,
 )
+from tuneforge_client.plans import JobPlan  # plan (TuneForge extension)
 
 DETAILS_KEY = "grpc-status-details-bin"
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -175,6 +176,16 @@ class GrpcTransport:
     async def create_job(self, body: dict[str, Any]) -> t.FineTuningJob:
         return read(await self.call(self.jobs.Create, request(body, ft_pb2.CreateJobRequest)),
                     t.FineTuningJob)
+
+    # ---- plan (TuneForge extension) ----
+    async def plan_job(self, body: dict[str, Any]) -> JobPlan:
+        message = request(body, ft_pb2.CreateJobRequest)
+        try:
+            planned = await self.jobs.PlanJob(message, metadata=self.metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc) from None
+        return read(planned, JobPlan)
+    # ---- end plan ----
 
     async def list_jobs(self, *, after: str | None, limit: int | None,
                         metadata: dict[str, str] | None) -> t.Page[t.FineTuningJob]:

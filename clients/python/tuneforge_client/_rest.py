@@ -18,6 +18,7 @@ from tuneforge_client.errors import (
     APITimeoutError,
     error_for_status,
 )
+from tuneforge_client.plans import JobPlan  # plan (TuneForge extension)
 
 ChunkSource = AsyncIterator[bytes]
 
@@ -165,6 +166,12 @@ class RestTransport:
     async def create_job(self, body: dict[str, Any]) -> t.FineTuningJob:
         return t.FineTuningJob.from_dict(await self.request("POST", "/fine_tuning/jobs",
                                                             json=body))
+
+    # ---- plan (TuneForge extension) ----
+    async def plan_job(self, body: dict[str, Any]) -> JobPlan:
+        return JobPlan.from_dict(await self.request("POST", "/fine_tuning/jobs/plan",
+                                                    json=body, unlimited=True))
+    # ---- end plan ----
 
     async def list_jobs(self, *, after: str | None, limit: int | None,
                         metadata: dict[str, str] | None) -> t.Page[t.FineTuningJob]:

@@ -12,13 +12,16 @@ each entry point is a `register(app: typer.Typer) -> None` (the server adds `ser
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console, Group
@@ -38,6 +41,7 @@ from rich.text import Text
 
 from tuneforge_client import types as t
 from tuneforge_client._client import TuneForge
+from tuneforge_client._plan_view import show_plan  # plan (TuneForge extension)
 from tuneforge_client.errors import APIError, TuneForgeError
 
 PLUGIN_GROUP = "tuneforge.cli_plugins"
@@ -191,6 +195,84 @@ def _number_or_auto(value: str | None, kind: type, option: str) -> Any:
                                  param_hint=option) from None
 
 
+# ---- the `training` extension's flags (shared by `jobs create` and `jobs plan`) -------------
+
+
+def training_options(
+    tuning: Annotated[str | None, typer.Option(
+        help="lora (default), qlora, full, spectrum or auto.",
+        rich_help_panel="Training")] = None,
+    spectrum_fraction: Annotated[float | None, typer.Option(
+        help="Spectrum: fraction of each kind of weight matrix trained (default 0.25).",
+        rich_help_panel="Training")] = None,
+    max_seq_length: Annotated[int | None, typer.Option(
+        help="Longest example in tokens (default 1024).", rich_help_panel="Training")] = None,
+    warmup_ratio: Annotated[str | None, typer.Option(
+        help="A number or auto (0.05).", rich_help_panel="Training")] = None,
+    lr_scheduler: Annotated[str | None, typer.Option(
+        help="auto (cosine), linear, cosine or constant.", rich_help_panel="Training")] = None,
+    weight_decay: Annotated[str | None, typer.Option(
+        help="A number or auto (0.01).", rich_help_panel="Training")] = None,
+    gradient_accumulation_steps: Annotated[str | None, typer.Option(
+        help="A number or auto.", rich_help_panel="Training")] = None,
+    optimizer: Annotated[str | None, typer.Option(
+        help="auto (AdamW), adamw or paged_adamw_8bit.", rich_help_panel="Training")] = None,
+    gradient_checkpointing: Annotated[str | None, typer.Option(
+        help="auto, on or off.", rich_help_panel="Training")] = None,
+    validation_split: Annotated[float | None, typer.Option(
+        help="Hold out this fraction of the training file for validation.",
+        rich_help_panel="Training")] = None,
+    eval_interval: Annotated[str | None, typer.Option(
+        help="Optimizer steps between evaluations: a number or auto.",
+        rich_help_panel="Training")] = None,
+    early_stopping_patience: Annotated[int | None, typer.Option(
+        help="Stop after this many evaluations without improvement (needs validation data).",
+        rich_help_panel="Training")] = None,
+    early_stopping_min_delta: Annotated[float | None, typer.Option(
+        help="The least validation-loss decrease that counts as improvement.",
+        rich_help_panel="Training")] = None,
+) -> t.TrainingParams | None:
+    """The `training` object of a job request from the Training flags (None: none given)."""
+    early_stopping = {k: v for k, v in {"patience": early_stopping_patience,
+                                        "min_delta": early_stopping_min_delta}.items()
+                      if v is not None}
+    training = {k: v for k, v in {
+        "tuning": tuning, "spectrum_fraction": spectrum_fraction,
+        "max_seq_length": max_seq_length,
+        "warmup_ratio": _number_or_auto(warmup_ratio, float, "--warmup-ratio"),
+        "lr_scheduler": lr_scheduler,
+        "weight_decay": _number_or_auto(weight_decay, float, "--weight-decay"),
+        "gradient_accumulation_steps": _number_or_auto(
+            gradient_accumulation_steps, int, "--gradient-accumulation-steps"),
+        "optimizer": optimizer, "gradient_checkpointing": gradient_checkpointing,
+        "validation_split": validation_split,
+        "eval_interval": _number_or_auto(eval_interval, int, "--eval-interval"),
+        "early_stopping": early_stopping or None,
+    }.items() if v is not None}
+    return t.TrainingParams(**training) if training else None  # type: ignore[typeddict-item]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_training_options(command: F) -> F:
+    """Give a command the Training flags of `training_options`: the command declares a
+    `training: TrainingParams | None` parameter and receives the object built from them."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+           if p.name != "training"]
+    flags = list(inspect.signature(training_options, eval_str=True).parameters.values())
+    names = {p.name for p in flags}
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        chosen = {name: kwargs.pop(name) for name in list(kwargs) if name in names}
+        return command(*args, training=training_options(**chosen), **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(own + flags)  # type: ignore[attr-defined]
+    del wrapper.__wrapped__  # typer reads the signature above, not the command's
+    return wrapper  # type: ignore[return-value]
+
+
 # ---- files -------------------------------------------------------------------------------
 
 
@@ -285,8 +367,10 @@ def files_content(
 
 
 @jobs_app.command("create")
+@with_training_options
 def jobs_create(
-    model: Annotated[str, typer.Option(help="The base model.")],
+    model: Annotated[str, typer.Option(
+        help="The base model, or your fine-tuned model (ft:…) or checkpoint to continue.")],
     training_file: Annotated[str, typer.Option(help="A file id (purpose fine-tune).")],
     validation_file: Annotated[str | None, typer.Option(help="A file id.")] = None,
     method: Annotated[str, typer.Option(help="supervised or dpo.")] = "supervised",
@@ -306,6 +390,7 @@ def jobs_create(
     quantization: Annotated[str | None, typer.Option(help="auto, 4bit or none.")] = None,
     follow: Annotated[bool, typer.Option(help="Then follow it live (as `jobs follow`).")] = False,
     as_json: JsonFlag = False,
+    training: t.TrainingParams | None = None,
 ) -> None:
     """Create a fine-tuning job."""
     hyperparameters = {
@@ -332,7 +417,7 @@ def jobs_create(
                 model=model, training_file=training_file, validation_file=validation_file,
                 suffix=suffix, seed=seed, metadata=_key_values(metadata, "--metadata"),
                 method={"type": method, method: {"hyperparameters": hyperparameters}},
-                lora=lora or None)
+                lora=lora or None, training=training)
         except TuneForgeError as exc:
             _fail(exc, as_json)
         if as_json and not follow:
@@ -342,6 +427,73 @@ def jobs_create(
             out.print(f"created [bold]{job.id}[/bold] ({_status(job.status)})")
         if follow:
             raise typer.Exit(_follow(client, job.id, as_json))
+
+
+# ---- plan (TuneForge extension) ----------------------------------------------------------
+
+
+@jobs_app.command("plan")
+@with_training_options
+def jobs_plan(
+    model: Annotated[str, typer.Option(
+        help="The base model, or your fine-tuned model (ft:…) or checkpoint to continue.")],
+    training_file: Annotated[str, typer.Option(help="A file id (purpose fine-tune).")],
+    validation_file: Annotated[str | None, typer.Option(help="A file id.")] = None,
+    method: Annotated[str, typer.Option(help="supervised or dpo.")] = "supervised",
+    n_epochs: Annotated[str | None, typer.Option(help="A number or auto.")] = None,
+    batch_size: Annotated[str | None, typer.Option(help="A number or auto.")] = None,
+    learning_rate_multiplier: Annotated[str | None, typer.Option(
+        help="A number or auto.")] = None,
+    beta: Annotated[str | None, typer.Option(help="DPO beta: a number or auto.")] = None,
+    suffix: Annotated[str | None, typer.Option(help="Put into the model's name.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    metadata: Annotated[list[str] | None, typer.Option(help="KEY=VALUE (repeatable).")] = None,
+    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank r.")] = None,
+    lora_alpha: Annotated[float | None, typer.Option(help="LoRA alpha.")] = None,
+    lora_dropout: Annotated[float | None, typer.Option(help="LoRA dropout.")] = None,
+    lora_target_modules: Annotated[str | None, typer.Option(
+        help="all-linear or a comma-separated list of module names.")] = None,
+    quantization: Annotated[str | None, typer.Option(help="auto, 4bit or none.")] = None,
+    as_json: JsonFlag = False,
+    training: t.TrainingParams | None = None,
+) -> None:
+    """Plan a fine-tuning job without creating it: the options of `jobs create`; shows the
+    data format and every data error with its line, token counts, and per device (the CPU
+    worker, each GPU size) the tuning, memory, steps and duration, with warnings."""
+    hyperparameters = {
+        k: v for k, v in {
+            "n_epochs": _number_or_auto(n_epochs, int, "--n-epochs"),
+            "batch_size": _number_or_auto(batch_size, int, "--batch-size"),
+            "learning_rate_multiplier": _number_or_auto(learning_rate_multiplier, float,
+                                                        "--learning-rate-multiplier"),
+            "beta": _number_or_auto(beta, float, "--beta"),
+        }.items() if v is not None}
+    if method not in ("supervised", "dpo"):
+        raise typer.BadParameter("expected supervised or dpo", param_hint="--method")
+    if "beta" in hyperparameters and method != "dpo":
+        raise typer.BadParameter("--beta needs --method dpo", param_hint="--beta")
+    targets: str | list[str] | None = lora_target_modules
+    if lora_target_modules and lora_target_modules != "all-linear":
+        targets = [m.strip() for m in lora_target_modules.split(",") if m.strip()]
+    lora = {k: v for k, v in {"rank": lora_rank, "alpha": lora_alpha, "dropout": lora_dropout,
+                              "target_modules": targets, "quantization": quantization}.items()
+            if v is not None}
+    with options.client() as client:
+        try:
+            plan = client.jobs.plan(
+                model=model, training_file=training_file, validation_file=validation_file,
+                suffix=suffix, seed=seed, metadata=_key_values(metadata, "--metadata"),
+                method={"type": method, method: {"hyperparameters": hyperparameters}},
+                lora=lora or None, training=training)
+        except TuneForgeError as exc:
+            _fail(exc, as_json)
+    if as_json:
+        _print_json(plan.to_dict())
+    else:
+        show_plan(out, plan)
+
+
+# ---- end plan ------------------------------------------------------------------------------
 
 
 @jobs_app.command("list")
@@ -562,9 +714,10 @@ def models_list(as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json(page.to_dict())
         return
-    table = Table("id", "owned_by", "created")
+    table = Table("id", "owned_by", "created", "tuning", "parent")
     for m in page.data:
-        table.add_row(escape(m.id), m.owned_by, _when(m.created))
+        table.add_row(escape(m.id), m.owned_by, _when(m.created), m.tuning or "",
+                      escape(m.parent or ""))
     out.print(table)
 
 

@@ -17,6 +17,7 @@ from typing import (
     Generic,
     Literal,
     Self,
+    TypedDict,
     TypeVar,
     Union,
     get_args,
@@ -150,6 +151,63 @@ class Lora(_Object):
     quantization: str
 
 
+TuningType = Literal["auto", "lora", "qlora", "full", "spectrum"]
+
+
+class EarlyStoppingParams(TypedDict, total=False):
+    patience: int  # evaluations without improvement before stopping, 1 to 100 (default 3)
+    min_delta: float  # the least decrease of the validation loss that counts (default 0)
+
+
+class TrainingParams(TypedDict, total=False):
+    """TuneForge extension `training` of `jobs.create`: every key optional, defaults as a job
+    without it gets (see the README's "Training practice")."""
+
+    tuning: TuningType
+    spectrum_fraction: float
+    max_seq_length: int
+    warmup_ratio: float | Auto
+    lr_scheduler: Literal["auto", "linear", "cosine", "constant"]
+    weight_decay: float | Auto
+    gradient_accumulation_steps: int | Auto
+    optimizer: Literal["auto", "adamw", "paged_adamw_8bit"]
+    gradient_checkpointing: Literal["auto", "on", "off"]
+    validation_split: float
+    eval_interval: int | Auto
+    early_stopping: EarlyStoppingParams
+
+
+@dataclass(frozen=True)
+class EarlyStopping(_Object):
+    patience: int
+    min_delta: float
+
+
+@dataclass(frozen=True)
+class Training(_Object):
+    """TuneForge extension: a job's training controls, as requested ("auto" kept) until the
+    worker resolved them, then as the job trains (with `tuning_reason` and
+    `effective_batch_size`)."""
+
+    _omit_if_none = frozenset({"tuning_reason", "spectrum_fraction", "effective_batch_size",
+                               "validation_split", "early_stopping"})
+
+    tuning: str
+    max_seq_length: int
+    warmup_ratio: float | Auto
+    lr_scheduler: str
+    weight_decay: float | Auto
+    gradient_accumulation_steps: int | Auto
+    optimizer: str
+    gradient_checkpointing: str
+    eval_interval: int | Auto
+    tuning_reason: str | None = None
+    spectrum_fraction: float | None = None
+    effective_batch_size: int | None = None
+    validation_split: float | None = None
+    early_stopping: EarlyStopping | None = None
+
+
 @dataclass(frozen=True)
 class JobError(_Object):
     code: str
@@ -175,7 +233,7 @@ class Integration(_Object):
 
 @dataclass(frozen=True)
 class FineTuningJob(_Object):
-    _omit_if_none = frozenset({"suffix"})
+    _omit_if_none = frozenset({"suffix", "training", "base_model", "parent_model"})
 
     id: str
     created_at: int
@@ -197,6 +255,10 @@ class FineTuningJob(_Object):
     integrations: list[Integration] | None = None
     metadata: dict[str, str] | None = None
     suffix: str | None = None
+    training: Training | None = None
+    # Set when the job continues a fine-tuned model: its base model and that parent.
+    base_model: str | None = None
+    parent_model: str | None = None
     object: Literal["fine_tuning.job"] = "fine_tuning.job"
 
     @property
@@ -266,9 +328,16 @@ class FineTuningJobCheckpoint(_Object):
 
 @dataclass(frozen=True)
 class Model(_Object):
+    _omit_if_none = frozenset({"base_model", "tuning", "parent"})
+
     id: str
     created: int
     owned_by: str
+    # TuneForge extensions on fine-tuned models and checkpoints: the base model, how it was
+    # tuned, and the model it was trained from (None: from the base model).
+    base_model: str | None = None
+    tuning: str | None = None
+    parent: str | None = None
     object: Literal["model"] = "model"
 
 
