@@ -11,9 +11,16 @@ import json
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, SerializationInfo, field_serializer
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    SerializationInfo,
+    field_serializer,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -149,6 +156,21 @@ class ServingSettings(BaseModel):
     # The proxy remembers that an organization may use a model this long (a delete through
     # this API process forgets it at once; through another one, within this time).
     lookup_cache_seconds: float = 2.0
+    # Full-weight fine-tuned models (full / Spectrum jobs) each get a vLLM server of their own,
+    # started by this process on demand. At most this many run at once (each holds a whole
+    # model plus its KV cache); the least recently used idle one is stopped to make room.
+    # 0: full-weight models are not served by this process.
+    max_full_model_servers: int = Field(default=1, ge=0)
+    # How long an inference request waits for a full model's server to start (then 503 with
+    # Retry-After).
+    full_model_start_wait_seconds: float = Field(default=180.0, gt=0)
+    # `--enforce-eager` for full-model servers: starts in ~30 s on CPU instead of 80-90 s of
+    # compilation; turn off on GPU nodes for CUDA graphs' speed.
+    full_model_enforce_eager: bool = True
+    # Swap another full model's weights into the least recently used full-model server
+    # (vLLM's `reload_weights`, about a second) instead of starting a new server, when
+    # architecture and tokenizer are identical.
+    full_model_swap_weights: bool = True
 
 
 class StorageSettings(BaseModel):
@@ -171,6 +193,46 @@ class StorageSettings(BaseModel):
     # the API's reconciler, which looks at most once every `multipart_sweep_interval_seconds`.
     multipart_max_age_seconds: float = 24 * 3600.0
     multipart_sweep_interval_seconds: float = 600.0
+
+
+# ---- planning (the plan helper's section) ------------------------------------------------
+
+
+class PlanningSettings(BaseModel):
+    """`POST /v1/fine_tuning/jobs/plan`: the devices a plan is made for and the throughput its
+    duration estimates divide by (`server/service/plan.py`).
+
+    Duration = training FLOPs / effective throughput, with FLOPs per trained token of about
+    6·N for full fine-tuning (forward 2·N, backward 4·N), 4 + 2·f times N for Spectrum (weight
+    gradients only for the trainable share f), 4·N for LoRA/QLoRA (no weight gradients of the
+    frozen base), plus 2·N for a DPO reference pass and 2·N for recomputed activations
+    (gradient checkpointing). "Effective" means sustained on fine-tuning, not the chip's peak.
+    """
+
+    # The CPU worker (the embedded default) is planned for too.
+    cpu_worker: bool = True
+    # Effective CPU throughput in GFLOP/s: calibrated from SmolLM2-135M LoRA on a 2-core
+    # machine, ~137 trained tokens/s (STACK.md) x 4 x 135M parameters = 74 GFLOP/s.
+    cpu_effective_gflops: float = Field(default=74.0, gt=0)
+    # Memory a CPU worker may use; 0: unknown (the plan then cannot say whether a full
+    # fine-tune fits there).
+    cpu_memory_gib: float = Field(default=0.0, ge=0)
+    # The GPU sizes to plan for, in GiB of free memory, and each one's effective bf16
+    # throughput in TFLOP/s (same length): about 40% of the peak of a typical card of that size
+    # (T4 16 GiB, L4/A10 24 GiB, A100 40 GiB, A100/H100 80 GiB).
+    gpu_memory_gib: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [16.0, 24.0, 40.0, 80.0])
+    gpu_effective_tflops: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [25.0, 50.0, 120.0, 250.0])
+    # Errors a plan lists per file before it only counts them.
+    max_errors: int = Field(default=100, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _same_length(self) -> PlanningSettings:
+        if len(self.gpu_effective_tflops) != len(self.gpu_memory_gib):
+            raise ValueError("planning.gpu_effective_tflops needs one figure per entry of "
+                             "planning.gpu_memory_gib")
+        return self
 
 
 class TracingSettings(BaseModel):
@@ -237,6 +299,7 @@ class Settings(BaseSettings):
     # Log lines of the API and the worker: one JSON object per line, or `console` for people.
     log_format: Literal["json", "console"] = "json"
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    planning: PlanningSettings = Field(default_factory=PlanningSettings)
 
     base_models: list[BaseModelEntry] = Field(
         default_factory=lambda: [BaseModelEntry(name="SmolLM2-135M-Instruct")]

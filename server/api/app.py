@@ -23,6 +23,7 @@ from server.api.routes.health import route_handlers as health_routes
 from server.api.routes.inference import InferenceController
 from server.api.routes.jobs import JobsController
 from server.api.routes.models import ModelsController
+from server.api.routes.plan import PlanController
 from server.api.routes.uploads import UploadsController
 from server.observability import metrics as http_metrics
 from server.observability import request_id as request_context
@@ -117,8 +118,9 @@ def create_app(services: Services, *, run_reconciler: bool = True) -> Litestar:
             await services.ctx.close()
 
     app = Litestar(
-        route_handlers=[FilesController, UploadsController, JobsController, ModelsController,
-                        InferenceController, *dashboard_routes(), *health_routes],
+        route_handlers=[FilesController, UploadsController, PlanController, JobsController,
+                        ModelsController, InferenceController, *dashboard_routes(),
+                        *health_routes],
         dependencies={"services": Provide(provide_services),
                       "principal": Provide(provide_principal)},
         exception_handlers={

@@ -18,11 +18,18 @@ from pydantic import ValidationError
 from server.auth import Principal
 from server.grpc.convert import body, reply
 from server.grpc.errors import from_validation, internal, status_code, trailing_metadata
-from server.grpc.pb.tuneforge.v1 import files_pb2, files_pb2_grpc, models_pb2, models_pb2_grpc
+from server.grpc.pb.tuneforge.v1 import (
+    files_pb2,
+    files_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    plan_pb2,  # plan (TuneForge extension)
+)
 from server.grpc.pb.tuneforge.v1 import fine_tuning_pb2 as ft_pb2
 from server.grpc.pb.tuneforge.v1 import fine_tuning_pb2_grpc as ft_pb2_grpc
 from server.service import Services, event_stream
 from server.service.objects import file_object
+from server.service.plan import PlanService  # plan (TuneForge extension)
 from server.service.requests import JobCreateRequest
 from tuneforge.errors import ApiError, invalid
 
@@ -226,6 +233,16 @@ class FineTuningServicer(_Base, ft_pb2_grpc.FineTuningServicer):
         return reply(await self.services.jobs.list_checkpoints(
             principal, request.fine_tuning_job_id, **_query(request)),
                      ft_pb2.ListJobCheckpointsResponse)
+
+    # ---- plan (TuneForge extension) ----
+    @unary
+    async def PlanJob(self, request: ft_pb2.CreateJobRequest,
+                      context: Context) -> plan_pb2.JobPlan:
+        principal = await self.principal(context)
+        create = JobCreateRequest.model_validate(body(request))
+        planned = await PlanService(self.services.ctx, self.services.jobs).plan(principal, create)
+        return reply(planned, plan_pb2.JobPlan)
+    # ---- end plan ----
 
     @streaming
     async def WatchEvents(self, request: ft_pb2.WatchEventsRequest,
