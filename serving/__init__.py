@@ -16,6 +16,8 @@ package never imports torch or vllm.
 - `serving.reconciler`: make every replica's loaded set equal the wanted set.
 - `serving.requests`: answers workers' serving requests (rows in the database): loads a
   just-trained model on every replica before its job reports succeeded.
+- `serving.full_models`: full-weight models (full / Spectrum jobs), each on a vLLM server of
+  its own, started on demand, at most `serving.max_full_model_servers` at once (LRU).
 - `serving.plane`: everything above wired together for the API process, the only
   writer of every replica's adapter set.
 """

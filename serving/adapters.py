@@ -54,12 +54,23 @@ async def adapter_version(store: Any, prefix: str) -> AdapterVersion:
 
     `store` is a `server.storage.ObjectStore` (its MinIO client and bucket are used)."""
     prefix = _normalize(prefix)
+    objects, newest = await list_files(store, prefix, ADAPTER_FILE)
+    if not any(o.name == "adapter_config.json" for o in objects):
+        raise AdapterMissing(prefix)
+    return versioned(prefix, objects, newest)
 
-    def list_adapter() -> tuple[list[AdapterObject], float]:
+
+async def list_files(store: Any, prefix: str,
+                     accept: re.Pattern[str]) -> tuple[list[AdapterObject], float]:
+    """The top-level objects under `prefix` whose name matches `accept`, sorted by name, and
+    the newest modification time among them."""
+    prefix = _normalize(prefix)
+
+    def listing() -> tuple[list[AdapterObject], float]:
         objects, newest = [], 0.0
         for obj in store.client.list_objects(store.bucket, prefix=prefix, recursive=False):
             name = (obj.object_name or "")[len(prefix):]
-            if obj.is_dir or not ADAPTER_FILE.match(name):
+            if obj.is_dir or not accept.match(name):
                 continue
             objects.append(AdapterObject(obj.object_name, name, obj.size or 0,
                                          (obj.etag or "").strip('"')))
@@ -67,9 +78,12 @@ async def adapter_version(store: Any, prefix: str) -> AdapterVersion:
                 newest = max(newest, obj.last_modified.timestamp())
         return sorted(objects, key=lambda o: o.name), newest
 
-    objects, newest = await asyncio.to_thread(list_adapter)
-    if not any(o.name == "adapter_config.json" for o in objects):
-        raise AdapterMissing(prefix)
+    return await asyncio.to_thread(listing)
+
+
+def versioned(prefix: str, objects: list[AdapterObject], newest: float) -> AdapterVersion:
+    """`objects` with a version derived from their ETags and sizes, prefixed with the newest
+    modification time (so versions of one model sort by age)."""
     digest = hashlib.sha256("\n".join(f"{o.name}:{o.size}:{o.etag}" for o in objects)
                             .encode()).hexdigest()
     version = f"{int(newest * 1000):012x}-{digest[:8]}"

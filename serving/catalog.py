@@ -6,6 +6,17 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
+# How a fine-tuned model is served: a LoRA adapter loaded into its base model's replicas, or
+# full weights (full / Spectrum jobs) served by a vLLM server of their own
+# (`serving.full_models`). `serving_requests.kind` and `ServableModel.kind` carry it.
+ADAPTER = "adapter"
+FULL = "full"
+
+
+def kind_of(model: object) -> str:
+    """`model.kind` (`ADAPTER` for a catalog that predates full-weight models)."""
+    return str(getattr(model, "kind", ADAPTER) or ADAPTER)
+
 
 class Servable(Protocol):
     @property
@@ -16,6 +27,9 @@ class Servable(Protocol):
     def adapter_prefix(self) -> str | None: ...
     @property
     def created_at(self) -> int: ...
+    # ADAPTER (`adapter_prefix` holds a PEFT adapter) or FULL (it holds full weights).
+    @property
+    def kind(self) -> str: ...
 
 
 class ServingAsk(Protocol):
@@ -38,6 +52,9 @@ class ServingAsk(Protocol):
     def error(self) -> str | None: ...
     @property
     def job_status(self) -> str: ...
+    # ADAPTER, or FULL: `adapter_prefix` then holds full weights (safetensors + tokenizer).
+    @property
+    def kind(self) -> str: ...
     # The job and the request that created it (for the hot-load's log lines and trace).
     @property
     def job_id(self) -> str | None: ...

@@ -34,3 +34,31 @@ class InvalidRequest(ApiError):
     def __init__(self, message: str, *, param: str | None = None,
                  code: str | None = "invalid_value") -> None:
         super().__init__(400, message, type="invalid_request_error", param=param, code=code)
+
+
+class WeightsMissing(ApiError):
+    """A full-weight model's files (config + safetensors) are not in object storage."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(503, f"The model's weights are not available (nothing under {prefix}).",
+                         type="server_error", code="model_missing")
+
+
+class ModelStartFailed(ApiError):
+    """vLLM could not start a full-weight model's server (bad weights, too little memory)."""
+
+    def __init__(self, model: str, detail: str) -> None:
+        super().__init__(500, f"The inference server could not start '{model}': {detail}",
+                         type="server_error", code="model_load_failed")
+        # The signature of weights vLLM could not swap into a running server (then a server
+        # of their own is started instead), None for a server that did not start.
+        self.swapped: tuple[tuple[str, int, str], ...] | None = None
+
+
+class ModelStarting(ApiError):
+    """A full-weight model's server is not ready yet (starting, or waiting for room)."""
+
+    def __init__(self, model: str, detail: str, retry_after: int) -> None:
+        super().__init__(503, f"The model '{model}' is not ready yet: {detail}. Retry later.",
+                         type="server_error", code="model_not_ready",
+                         headers={"Retry-After": str(retry_after)})

@@ -1,6 +1,7 @@
 """The inference plane of the API process: replicas (started or attached), their health
-checks, the adapter cache, the reconciler, the router and the desk that answers workers'
-serving requests, wired together. It is the only writer of every replica's adapter set."""
+checks, the adapter cache, the reconciler, the router, the desk that answers workers'
+serving requests and the servers of full-weight models, wired together. It is the only writer
+of every replica's adapter set."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import httpx
 
 from serving.adapters import AdapterCache
 from serving.catalog import Catalog
+from serving.full_models import FullModels
 from serving.reconciler import Reconciler
 from serving.registry import Registry, Replica
 from serving.requests import RequestDesk
@@ -38,16 +40,18 @@ class ServingPlane:
             timeout=httpx.Timeout(30.0, connect=5.0))
         self.registry = Registry()
         self.cache = AdapterCache(cache_root(settings))
+        self.catalog = catalog
+        self.full = FullModels(settings, store, self.http)
         self.router = Router(self.registry, store, self.cache, self.http,
                              request_timeout=serving.request_timeout_seconds,
-                             limits=settings.inference_limits)
+                             limits=settings.inference_limits, full=self.full)
         self.targets = TargetCache(serving.lookup_cache_seconds)
         self.reconciler = Reconciler(self.registry, self.router, catalog, self.cache,
                                      orphan_grace=serving.orphan_grace_seconds,
                                      on_deleted=self.targets.drop)
         self.desk = RequestDesk(self.registry, self.router, catalog, store,
                                 missing_timeout=serving.hot_load_timeout_seconds,
-                                on_unpublished=self.forget)
+                                on_unpublished=self.forget, full=self.full)
         self.supervisor = Supervisor(settings, self.registry, self.http,
                                      on_ready=self._replica_ready)
         self._tasks: list[asyncio.Task[None]] = []
@@ -70,6 +74,9 @@ class ServingPlane:
                 self.settings.serving.reconcile_interval_seconds), name="serving-reconcile"),
             asyncio.create_task(self.desk.run_forever(
                 self.settings.serving.request_poll_seconds), name="serving-requests"),
+            asyncio.create_task(self.full.run_forever(
+                self.settings.serving.health_interval_seconds, self.catalog),
+                name="serving-full-models"),
         ]
 
     async def stop(self) -> None:
@@ -80,6 +87,7 @@ class ServingPlane:
                 await task
         self._tasks = []
         await self.desk.stop()
+        await self.full.stop_all()
         await self.supervisor.stop()
         self.router.upstream.close()
         await self.http.aclose()
@@ -92,6 +100,8 @@ class ServingPlane:
             count = await self.router.unload_model(model)
             if count:
                 log.info("unloaded deleted model %s (%d adapters)", model, count)
+            if await self.full.stop_model(model):
+                log.info("stopped the server of deleted model %s", model)
         except Exception:
             log.warning("could not unload deleted model %s", model, exc_info=True)
 

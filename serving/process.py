@@ -45,12 +45,16 @@ def vllm_env(server: VllmServerSettings, api_key: str = "") -> dict[str, str]:
     }
 
 
-def vllm_args(server: VllmServerSettings, port: int) -> list[str]:
+def vllm_args(server: VllmServerSettings, port: int, *, lora: bool = True,
+              eager: bool = False) -> list[str]:
+    """The flags of a started server: a base model's replica (`lora`: adapters loaded at
+    runtime) or a full-weight model's server (no LoRA; `eager` skips torch.compile)."""
+    adapters = ["--enable-lora", "--max-lora-rank", str(server.max_lora_rank),
+                "--max-loras", str(server.max_loras),
+                "--max-cpu-loras", str(max(server.capacity, server.max_loras))] if lora else []
     return [
-        "--host", server.host, "--port", str(port),
-        "--enable-lora", "--max-lora-rank", str(server.max_lora_rank),
-        "--max-loras", str(server.max_loras),
-        "--max-cpu-loras", str(max(server.capacity, server.max_loras)),
+        "--host", server.host, "--port", str(port), *adapters,
+        *(["--enforce-eager"] if eager else []),
         "--max-model-len", str(server.max_model_len), "--dtype", server.dtype,
         "--disable-uvicorn-access-log", "--middleware", GUARD,
         *server.extra_args,
@@ -58,10 +62,16 @@ def vllm_args(server: VllmServerSettings, port: int) -> list[str]:
 
 
 def launcher_command(server: VllmServerSettings, *, model_path: str, model_cache_dir: Path,
-                     port: int) -> list[str]:
-    return [sys.executable, "-m", "serving.launcher", "--base-model", server.base_model,
-            "--model-path", model_path, "--model-cache-dir", str(model_cache_dir), "--",
-            *vllm_args(server, port)]
+                     port: int, model_dir: Path | None = None,
+                     served_name: str | None = None, eager: bool = False) -> list[str]:
+    """A base model's replica; with `model_dir`, a full-weight model's server (those weights
+    as they are, served as `served_name`, without LoRA)."""
+    own = ["--base-model", served_name or server.base_model, "--model-path", model_path,
+           "--model-cache-dir", str(model_cache_dir)]
+    if model_dir is not None:
+        own += ["--model-dir", str(model_dir)]
+    return [sys.executable, "-m", "serving.launcher", *own, "--",
+            *vllm_args(server, port, lora=model_dir is None, eager=eager)]
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -111,12 +121,15 @@ class VllmProcess:
 
 def start_vllm(server: VllmServerSettings, *, model_path: str, model_cache_dir: Path,
                log: Path, port: int | None = None, env: dict[str, str] | None = None,
-               cwd: Path | None = None, api_key: str = "") -> VllmProcess:
-    """Start a vLLM server (returns at once; it is ready when `/v1/models` answers)."""
+               cwd: Path | None = None, api_key: str = "", model_dir: Path | None = None,
+               served_name: str | None = None, eager: bool = False) -> VllmProcess:
+    """Start a vLLM server (returns at once; it is ready when `/v1/models` answers): a base
+    model's replica, or with `model_dir` a full-weight model's own server."""
     port = port or server.port or free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
     command = launcher_command(server, model_path=model_path, model_cache_dir=model_cache_dir,
-                               port=port)
+                               port=port, model_dir=model_dir, served_name=served_name,
+                               eager=eager)
     child_env = {**os.environ, **vllm_env(server, api_key), **(env or {})}
     if not api_key:
         child_env.pop("VLLM_API_KEY", None)

@@ -8,7 +8,8 @@ their next request). A model a worker asked to serve (`serving.requests`) counts
 request on, before its job reports succeeded, until the job ends cancelled or failed.
 Unloaded: deleted models, models of jobs that ended unpublished, models outside the wanted set,
 and older versions of a model whose newer version is loaded. An adapter the database knows
-nothing of (not TuneForge's) is left alone for a grace period.
+nothing of (not TuneForge's) is left alone for a grace period. Full-weight models are not
+adapters: they have servers of their own (`serving.full_models`), started on demand.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from serving.adapters import AdapterCache
-from serving.catalog import Catalog, Servable
+from serving.catalog import ADAPTER, Catalog, Servable, kind_of
 from serving.registry import Registry, Replica
 from serving.router import Router
 from serving.vllm import ReplicaUnreachable
@@ -85,7 +86,9 @@ class Reconciler:
                          states: dict[str, Any], now: float, counts: Counter[str]) -> None:
         # Models on the replica: servable (known), deleted (None) or unknown (missing).
         orphans: set[str] = set()
-        candidates: dict[str, Servable] = {m.id: m for m in servable}
+        # Full-weight models have servers of their own (`serving.full_models`).
+        candidates: dict[str, Servable] = {m.id: m for m in servable
+                                           if kind_of(m) == ADAPTER}
         for name, model in self._remembered.items():
             if model.base_model == replica.base_model:
                 candidates.setdefault(name, model)

@@ -8,7 +8,9 @@ on every healthy replica of that base model (through the router, so the registry
 record of what is loaded), asks each for one token with it, unloads older versions of the same
 model (requests already running on them finish on the old weights; new ones get the new
 version) and answers with the time it was ready; an adapter vLLM refuses is answered with the
-error. A request of a job that ended cancelled or failed is unloaded and forgotten; one whose
+error. A request of kind "full" (full weights of a full or Spectrum job) starts that model's
+own server instead (`serving.full_models`) and is answered once it generated a token. A
+request of a job that ended cancelled or failed is unloaded and forgotten; one whose
 job succeeded is forgotten a minute after it was answered (the model is then an ordinary
 servable model). Requests of a base model no replica here serves are left for an API process
 that serves it.
@@ -28,8 +30,15 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from serving.adapters import AdapterVersion, adapter_version
-from serving.catalog import Catalog, ServingAsk
-from serving.errors import AdapterMissing, AdapterRejected, NoReplica
+from serving.catalog import FULL, Catalog, ServingAsk, kind_of
+from serving.errors import (
+    AdapterMissing,
+    AdapterRejected,
+    ModelStartFailed,
+    NoReplica,
+    WeightsMissing,
+)
+from serving.full_models import FullModels
 from serving.registry import Loaded, Registry, Replica
 from serving.router import Router
 from serving.vllm import ReplicaUnreachable
@@ -48,8 +57,10 @@ _propagator = TraceContextTextMapPropagator()  # the job's stored W3C traceparen
 class RequestDesk:
     def __init__(self, registry: Registry, router: Router, catalog: Catalog, store: Any, *,
                  missing_timeout: float,
-                 on_unpublished: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 on_unpublished: Callable[[str], Awaitable[None]] | None = None,
+                 full: FullModels | None = None) -> None:
         self.registry = registry
+        self.full = full
         self.router = router
         self.catalog = catalog
         self.store = store
@@ -84,7 +95,10 @@ class RequestDesk:
     def _start(self, ask: ServingAsk) -> None:
         if ask.id in self._working or time.monotonic() < self._retry_at.get(ask.id, 0.0):
             return
-        if not self.registry.healthy(ask.base_model):
+        if kind_of(ask) == FULL:
+            if self.full is None or not self.full.serves(ask.base_model):
+                return  # not served here: the worker's wait runs out, the job succeeds
+        elif not self.registry.healthy(ask.base_model):
             return  # asked again at the next poll: a server may be starting
         task = asyncio.create_task(self._serve(ask), name=f"serve-{ask.id}")
         self._working[ask.id] = task
@@ -114,7 +128,10 @@ class RequestDesk:
                     attributes={"tuneforge.model": ask.model,
                                 "tuneforge.job_id": ask.job_id or ""}):
             try:
-                await self._load_everywhere(ask)
+                if kind_of(ask) == FULL:
+                    await self._serve_full(ask)
+                else:
+                    await self._load_everywhere(ask)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -149,6 +166,26 @@ class RequestDesk:
         await self.catalog.answer_serving(ask.id, ready_at=ready_at, replicas=len(loaded))
         log.info("%s servable on %d replica(s), %.3fs after it was requested", ask.model,
                  len(loaded), ready_at - ask.requested_at)
+
+    async def _serve_full(self, ask: ServingAsk) -> None:
+        """Full weights: start (or replace) the model's own server, one token, answer."""
+        assert self.full is not None
+        try:
+            await self.full.serve(ask.model, ask.base_model, ask.adapter_prefix)
+        except WeightsMissing as exc:
+            if time.time() - ask.requested_at > self.missing_timeout:
+                await self.catalog.refuse_serving(ask.id, exc.message)
+            else:  # the object store may show a fresh upload a moment late
+                self._retry_at[ask.id] = time.monotonic() + _RETRY_AFTER
+            return
+        except ModelStartFailed as exc:
+            log.warning("could not serve %s: %s", ask.model, exc.message)
+            await self.catalog.refuse_serving(ask.id, exc.message)
+            return
+        ready_at = time.time()
+        await self.catalog.answer_serving(ask.id, ready_at=ready_at, replicas=1)
+        log.info("%s servable on its own server, %.3fs after it was requested", ask.model,
+                 ready_at - ask.requested_at)
 
     async def _load(self, replica: Replica, ask: ServingAsk,
                     adapter: AdapterVersion) -> Loaded | AdapterRejected | None:

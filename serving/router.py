@@ -1,5 +1,6 @@
 """The request router: pick a healthy replica that has (or can load) the model, forward the
-OpenAI request to it, and relay the answer.
+OpenAI request to it, and relay the answer. A full-weight model goes to its own server
+(`serving.full_models`), started on demand.
 
 Before forwarding: the request's caps and its organization's limits (`serving.limits`).
 Non-streaming answers are passed through whole; streaming answers (Server-Sent Events) are
@@ -25,7 +26,9 @@ from cachetools import TTLCache
 
 from serving import metrics
 from serving.adapters import AdapterCache, AdapterVersion, adapter_version
+from serving.catalog import ADAPTER, FULL
 from serving.errors import InvalidRequest, NoReplica
+from serving.full_models import FullModels
 from serving.limits import Admission, Permit, check_request, estimated_tokens
 from serving.nulls import drop_nulls
 from serving.registry import Loaded, Registry, Replica, ReplicaState, make_alias
@@ -42,13 +45,15 @@ _JSON = "application/json"
 
 @dataclass(frozen=True)
 class Target:
-    """A model the caller may use: its name, its base model, and where its adapter lives in S3
-    (None for a base model)."""
+    """A model the caller may use: its name, its base model, and where its adapter (or its
+    full weights) live in S3 (None for a base model)."""
 
     model: str
     base_model: str
     adapter_prefix: str | None = None
     created_at: float = 0.0
+    # ADAPTER, or FULL: `adapter_prefix` holds full weights served by their own server.
+    kind: str = ADAPTER
 
 
 class TargetCache:
@@ -149,8 +154,10 @@ def upstream_error(status: int, body: bytes, rename: Callable[[bytes], bytes]) -
 class Router:
     def __init__(self, registry: Registry, store: Any, cache: AdapterCache,
                  http: httpx.AsyncClient, *, request_timeout: float = 600.0,
-                 limits: InferenceLimits | None = None) -> None:
+                 limits: InferenceLimits | None = None,
+                 full: FullModels | None = None) -> None:
         self.registry = registry
+        self.full = full  # full-weight models' own servers
         self.limits = limits or InferenceLimits()
         self.admission = Admission(self.limits)
         self.store = store
@@ -169,6 +176,13 @@ class Router:
         return chosen
 
     async def acquire(self, target: Target) -> Lease:
+        if target.kind == FULL and target.adapter_prefix is not None:
+            if self.full is None:
+                raise NoReplica(target.base_model, "full-weight models are not served here")
+            replica, served = await self.full.acquire(target.model, target.base_model,
+                                                      target.adapter_prefix)
+            self.registry.last_used[target.model] = time.time()
+            return Lease(replica, served, None)
         replicas = self.registry.healthy(target.base_model)
         if not replicas:
             states = [str(r.state) for r in self.registry.of_base(target.base_model)]

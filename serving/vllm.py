@@ -94,3 +94,17 @@ class VllmClient:
             json={"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0})
         if response.status_code != 200:
             raise AdapterRejected(model, _error_message(response))
+
+    async def reload_weights(self, weights_path: str, seconds: float) -> None:
+        """Swap the served model's weights in place for those in `weights_path` (same
+        architecture), then drop the prefix cache computed with the old ones. Needs a server
+        started with `VLLM_SERVER_DEV_MODE=1` (`POST /collective_rpc`)."""
+        response = await self._request(
+            "POST", "/collective_rpc", seconds=seconds,
+            json={"method": "reload_weights", "kwargs": {"weights_path": weights_path},
+                  "timeout": seconds})
+        if response.status_code != 200:
+            raise AdapterRejected(weights_path, _error_message(response))
+        response = await self._request("POST", "/reset_prefix_cache")
+        if response.status_code != 200:
+            raise AdapterRejected(weights_path, _error_message(response))

@@ -18,7 +18,7 @@ from server.service.objects import ListPage, ModelDeleted, ModelObject, page
 from server.service.parents import job_tuning
 from tuneforge.domain import UNPUBLISHED_STATUSES, now
 from tuneforge.errors import ApiError, not_found
-from tuneforge.layout import adapter_prefix, checkpoint_prefix
+from tuneforge.layout import adapter_prefix, checkpoint_prefix, merged_prefix
 
 BASE_OWNER = "tuneforge"
 
@@ -34,6 +34,29 @@ class ServableModel:
     base_model: str
     adapter_prefix: str | None
     created_at: int
+    # "adapter" (a PEFT adapter under adapter_prefix) or "full": full weights (full/Spectrum
+    # jobs) under that prefix, served by a vLLM server of their own.
+    kind: str = "adapter"
+
+
+FULL_TUNINGS = ("full", "spectrum")
+
+
+def _trained(resolved: dict[str, Any] | None, requested: dict[str, Any] | None) -> str:
+    """A job's tuning as the worker resolved it, else as requested (as `job_tuning`)."""
+    for values in (resolved, requested):
+        tuning = (values or {}).get("tuning")
+        if tuning and tuning != "auto":
+            return str(tuning)
+    return "lora"
+
+
+def _servable(model_id: str, base_model: str, job_id: str, created_at: int,
+              tuning: str | None) -> ServableModel:
+    if tuning in FULL_TUNINGS:
+        return ServableModel(model_id, base_model, merged_prefix(job_id), created_at,
+                             kind="full")
+    return ServableModel(model_id, base_model, adapter_prefix(job_id), created_at)
 
 
 @dataclass(frozen=True)
@@ -53,6 +76,7 @@ class ServingAsk:
     job_id: str | None = None
     request_id: str | None = None
     traceparent: str | None = None
+    kind: str = "adapter"  # or "full": adapter_prefix holds full weights
 
 
 def _tuned_object(row: FineTunedModel, job_parent: dict[str, Any] | None) -> ModelObject:
@@ -144,15 +168,16 @@ class ModelService:
             async with self.ctx.sessions() as session:
                 row = (await session.execute(
                     select(FineTunedModel.base_model, FineTunedModel.job_id,
-                           FineTunedModel.created_at, FineTunedModel.deleted_at)
+                           FineTunedModel.created_at, FineTunedModel.deleted_at,
+                           FineTunedModel.tuning)
                     .where(FineTunedModel.id == model_id,
                            FineTunedModel.organization_id == principal.organization_id)
                 )).one_or_none()
                 if row is not None:
                     if row.deleted_at is not None:
                         raise not_found("model", model_id, param="model")
-                    return ServableModel(model_id, row.base_model,
-                                         adapter_prefix(row.job_id), row.created_at)
+                    return _servable(model_id, row.base_model, row.job_id,
+                                     row.created_at, row.tuning)
                 found: Mapping[str, ServableModel | None] = await self._checkpoints(
                     session, [model_id], principal.organization_id)
                 if model_id not in found:  # loaded before its job reports succeeded
@@ -167,13 +192,13 @@ class ModelService:
         """Every organization's fine-tuned models of `base_model` not deleted, newest first."""
         async with self.ctx.sessions() as session:
             rows = (await session.execute(
-                select(FineTunedModel.id, FineTunedModel.job_id, FineTunedModel.created_at)
+                select(FineTunedModel.id, FineTunedModel.job_id, FineTunedModel.created_at,
+                       FineTunedModel.tuning)
                 .where(FineTunedModel.base_model == base_model,
                        FineTunedModel.deleted_at.is_(None))
                 .order_by(FineTunedModel.seq.desc()).limit(limit)
             )).all()
-        return [ServableModel(r.id, base_model, adapter_prefix(r.job_id),
-                              r.created_at) for r in rows]
+        return [_servable(r.id, base_model, r.job_id, r.created_at, r.tuning) for r in rows]
 
     async def servable_states(self, ids: Collection[str]) -> dict[str, ServableModel | None]:
         """For each of `ids` that exists: the servable model, or None if it was deleted."""
@@ -183,9 +208,8 @@ class ModelService:
             for row in (await session.execute(
                 select(FineTunedModel).where(FineTunedModel.id.in_(ids))
             )).scalars():
-                result[row.id] = None if row.deleted_at is not None else ServableModel(
-                    row.id, row.base_model, adapter_prefix(row.job_id),
-                    row.created_at)
+                result[row.id] = None if row.deleted_at is not None else _servable(
+                    row.id, row.base_model, row.job_id, row.created_at, row.tuning)
             rest = [i for i in ids if i not in result]
             if rest:
                 result.update(await self._checkpoints(session, rest, None))
@@ -202,7 +226,7 @@ class ModelService:
         `ready_only`: only once the plane answered that they are loaded."""
         stmt = (select(ServingRequest.model, ServingRequest.base_model,
                        ServingRequest.adapter_prefix, ServingRequest.requested_at,
-                       ServingRequest.ready_at, Job.status)
+                       ServingRequest.ready_at, ServingRequest.kind, Job.status)
                 .join(Job, Job.id == ServingRequest.job_id)
                 .where(ServingRequest.model.in_(ids), ServingRequest.error.is_(None))
                 .order_by(ServingRequest.seq))
@@ -213,7 +237,8 @@ class ModelService:
         result: dict[str, ServableModel | None] = {}
         for row in (await session.execute(stmt)).all():  # the newest request wins
             result[row.model] = None if row.status in UNPUBLISHED_STATUSES else ServableModel(
-                row.model, row.base_model, row.adapter_prefix, int(row.requested_at))
+                row.model, row.base_model, row.adapter_prefix, int(row.requested_at),
+                kind=row.kind)
         return result
 
     # ---- serving requests (the worker writes them; the serving plane answers) -------------
@@ -227,14 +252,15 @@ class ModelService:
                 select(ServingRequest.id, ServingRequest.model, ServingRequest.base_model,
                        ServingRequest.adapter_prefix, ServingRequest.requested_at,
                        ServingRequest.ready_at, ServingRequest.error, Job.status,
-                       ServingRequest.job_id, Job.request_id, Job.traceparent)
+                       ServingRequest.job_id, Job.request_id, Job.traceparent,
+                       ServingRequest.kind)
                 .join(Job, Job.id == ServingRequest.job_id)
                 .where(ServingRequest.base_model.in_(list(base_models)))
                 .order_by(ServingRequest.seq)
             )).all()
         return [ServingAsk(r.id, r.model, r.base_model, r.adapter_prefix, r.requested_at,
                            r.ready_at, r.error, r.status, r.job_id, r.request_id,
-                           r.traceparent) for r in rows]
+                           r.traceparent, r.kind) for r in rows]
 
     async def answer_serving(self, request_id: str, *, ready_at: float, replicas: int) -> None:
         await self._settle(request_id, ready_at=ready_at, replicas=replicas)
@@ -261,7 +287,8 @@ class ModelService:
                            organization_id: str | None) -> dict[str, ServableModel]:
         stmt = (select(JobCheckpoint.fine_tuned_model_checkpoint, JobCheckpoint.job_id,
                        JobCheckpoint.step_number, JobCheckpoint.created_at,
-                       func.coalesce(Job.base_model, Job.model).label("base"))
+                       func.coalesce(Job.base_model, Job.model).label("base"),
+                       Job.resolved_training, Job.training)
                 .join(Job, Job.id == JobCheckpoint.job_id)
                 .where(JobCheckpoint.fine_tuned_model_checkpoint.in_(ids)))
         if organization_id is not None:
@@ -269,6 +296,8 @@ class ModelService:
         return {
             row.fine_tuned_model_checkpoint: ServableModel(
                 row.fine_tuned_model_checkpoint, row.base,
-                checkpoint_prefix(row.job_id, row.step_number), row.created_at)
+                checkpoint_prefix(row.job_id, row.step_number), row.created_at,
+                kind="full" if _trained(row.resolved_training, row.training) in FULL_TUNINGS
+                else "adapter")
             for row in (await session.execute(stmt)).all()
         }

@@ -133,7 +133,7 @@ async def _proxy(path: str, request: Request[Any, Any, Any], services: Services,
         if target is None:
             found = await services.models.servable(principal, model)
             target = Target(found.id, found.base_model, found.adapter_prefix,
-                            float(found.created_at))
+                            float(found.created_at), kind=found.kind)
             plane.targets.put(principal.organization_id, target)
         return target
 
