@@ -171,6 +171,9 @@ class ServingSettings(BaseModel):
     # (vLLM's `reload_weights`, about a second) instead of starting a new server, when
     # architecture and tokenizer are identical.
     full_model_swap_weights: bool = True
+    # Flags for full-model servers after the base model's `extra_args` (a later flag wins),
+    # e.g. a `--gpu-memory-utilization` share that fits beside the base model's replica.
+    full_model_extra_args: list[str] = Field(default_factory=list)
 
 
 class StorageSettings(BaseModel):
