@@ -12,11 +12,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from trainer.chat_template import supports_tools, training_template_for
+from tuneforge.chat_messages import template_messages
 from tuneforge.data_formats import DpoExample, Message, SftExample
 
 IGNORE_INDEX = -100
@@ -45,30 +45,8 @@ class ChatFormatter:
     def template_messages(
         self, messages: list[Message], tools: list[dict[str, Any]] | None
     ) -> tuple[list[Message], list[dict[str, Any]] | None]:
-        """Messages as the template expects them (weights dropped, tools folded in when the
-        template cannot render them)."""
-        if self.native_tools:
-            out = []
-            for m in messages:
-                m = {k: v for k, v in m.items() if k != "weight"}
-                if "tool_calls" in m:
-                    m["tool_calls"] = [_native_call(c) for c in m["tool_calls"]]
-                out.append(m)
-            return out, tools
-        out = []
-        for m in messages:
-            content = m.get("content") or ""
-            if m.get("tool_calls"):
-                calls = "\n".join(_hermes_call(c) for c in m["tool_calls"])
-                content = f"{content}\n{calls}" if content else calls
-            out.append({"role": m["role"], "content": content})
-        if tools:
-            block = _tools_block(tools)
-            if out and out[0]["role"] == "system":
-                out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{block}"}
-            else:
-                out.insert(0, {"role": "system", "content": block})
-        return out, None
+        """Messages as the template expects them (`tuneforge.chat_messages`)."""
+        return template_messages(messages, tools, native_tools=self.native_tools)
 
     def render(
         self,
@@ -191,38 +169,3 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
-
-
-def _arguments(call: dict[str, Any]) -> Any:
-    arguments = call["function"].get("arguments", "{}")
-    if isinstance(arguments, str):
-        try:
-            return json.loads(arguments)
-        except ValueError:
-            return arguments
-    return arguments
-
-
-def _native_call(call: dict[str, Any]) -> dict[str, Any]:
-    out = {
-        "type": "function",
-        "function": {"name": call["function"]["name"], "arguments": _arguments(call)},
-    }
-    if "id" in call:
-        out["id"] = call["id"]
-    return out
-
-
-def _hermes_call(call: dict[str, Any]) -> str:
-    payload = {"name": call["function"]["name"], "arguments": _arguments(call)}
-    return f"<tool_call>\n{json.dumps(payload, ensure_ascii=False)}\n</tool_call>"
-
-
-def _tools_block(tools: list[dict[str, Any]]) -> str:
-    lines = "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
-    return (
-        "# Tools\n\nYou may call one or more functions to assist with the user query.\n"
-        f"<tools>\n{lines}\n</tools>\n\n"
-        "For each function call, return a JSON object with the function name and arguments "
-        "within <tool_call></tool_call> tags."
-    )
