@@ -1,7 +1,9 @@
-"""Final artifacts: the PEFT adapter (named after the served base model) and the merged model."""
+"""Final artifacts: the PEFT adapter (named after the served base model), the merged model, and
+the full weights of a full/spectrum job."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,8 +35,11 @@ def save_adapter(model: Any, target: Path, served_model_name: str) -> Path:
     """Save the trained PEFT adapter to `target` (adapter_config.json +
     adapter_model.safetensors) with `base_model_name_or_path` = `served_model_name`."""
     tmp = _atomic_dir(target)
+    # Only the trained adapter: a DPO run from a parent also holds TRL's frozen "ref" copy.
+    adapters = getattr(model, "peft_config", None) or {}
+    selected = ["default"] if "default" in adapters and len(adapters) > 1 else None
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        model.save_pretrained(str(tmp), safe_serialization=True, selected_adapters=selected)
         set_adapter_base_name(tmp, served_model_name)
         _readable(tmp)
         tmp.rename(target)
@@ -60,6 +65,35 @@ def merge_adapter(base_model_dir: Path, adapter_dir: Path, target: Path, tokeniz
     try:
         with torch.no_grad():
             merged.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        _readable(tmp)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _config_dtype(model_dir: Path) -> torch.dtype | None:
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    name = config.get("dtype") or config.get("torch_dtype")
+    value = getattr(torch, str(name), None) if name else None
+    return value if isinstance(value, torch.dtype) else None
+
+
+def save_full_model(model: Any, target: Path, tokenizer: Any, base_model_dir: Path) -> Path:
+    """Save a full/spectrum job's weights (safetensors, in the base model's dtype) and the
+    tokenizer to `target`: a model directory `AutoModelForCausalLM.from_pretrained` and vLLM
+    load as is."""
+    dtype = _config_dtype(base_model_dir)
+    model = getattr(model, "module", model)
+    model.config.use_cache = True  # gradient checkpointing turns it off while training
+    tmp = _atomic_dir(target)
+    try:
+        with torch.no_grad():
+            if dtype is not None and dtype != next(model.parameters()).dtype:
+                model = model.to(dtype)
+            model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         _readable(tmp)
         tmp.rename(target)

@@ -13,6 +13,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from trainer.early_stopping import EarlyStopping
 from trainer.errors import NAN_LOSS, TrainingError
 from trainer.results import ResultsCsv
 from trainer.stop import StopRequest
@@ -98,6 +99,7 @@ class ProgressBridge(TrainerCallback):
         served_model_name: str,
         valid_every: int,
         evaluator: Any | None = None,
+        early_stopping: EarlyStopping | None = None,
     ) -> None:
         self.callbacks = callbacks
         self.run = run
@@ -105,6 +107,7 @@ class ProgressBridge(TrainerCallback):
         self.served_model_name = served_model_name
         self.valid_every = max(1, valid_every)
         self.evaluator = evaluator
+        self.early_stopping = early_stopping
         self.trainer: Any = None
         self._t0 = 0.0
         self._step0 = 0
@@ -124,16 +127,26 @@ class ProgressBridge(TrainerCallback):
 
     # -- Trainer events -----------------------------------------------------------------------
 
+    def _evaluates_at(self, step: int) -> bool:
+        return self.evaluator is not None and (
+            step % self.valid_every == 0 or step >= self.run.total_steps)
+
     def on_train_begin(self, args, state, control, **kwargs):
         self.run.total_steps = int(state.max_steps)
         self._t0 = time.time()
         self._step0 = int(state.global_step)
+        early = self.early_stopping
+        if (early is not None and early.best_step == state.global_step
+                and not early.weights_file.is_file() and self.trainer is not None):
+            early.keep(self.trainer.model)  # resumed from the best checkpoint itself
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._step0 == state.global_step - 1 and state.global_step > 1:
             # Time resumed runs from their first step on (loading and skipping excluded).
             self._t0 = time.time()
             self._step0 = state.global_step
+        if self._evaluates_at(int(state.global_step)):
+            control.should_log = True  # evaluations land in a metrics event of their step
         reason = self.callbacks.stop_request()
         if reason == StopRequest.CANCEL:
             self.run.stop_reason = reason
@@ -183,16 +196,29 @@ class ProgressBridge(TrainerCallback):
         ):
             if key in logs:
                 metrics[name] = _finite(logs[key])
-        if self.evaluator is not None and (
-            step % self.valid_every == 0 or step >= self.run.total_steps
-        ):
-            valid = self.evaluator.next_batch()
+        if self._evaluates_at(step):
+            # With early stopping each evaluation decides: the whole set, not one batch.
+            early = self.early_stopping
+            valid = self.evaluator.full() if early else self.evaluator.next_batch()
             metrics["valid_loss"] = valid["loss"]
             metrics["valid_mean_token_accuracy"] = valid["accuracy"]
+            if early is not None:
+                self._judge(early, step, valid["loss"], state, control)
         self.run.last_metrics = metrics
         self.results.add(metrics)
         self.results.write()
         self.callbacks.on_metrics(metrics)
+
+    def _judge(self, early: EarlyStopping, step: int, loss: float | None, state, control
+               ) -> None:
+        verdict = early.update(step, loss)
+        if verdict.improved:
+            early.keep(self.trainer.model)
+            state.best_global_step = step  # the Trainer's rotation keeps this checkpoint
+            if self.run.stop_reason != StopRequest.CANCEL:  # a cancelled run saves nothing
+                control.should_save = True
+        if verdict.stop:
+            control.should_training_stop = True
 
     def on_save(self, args, state, control, **kwargs):
         step = int(state.global_step)
@@ -207,6 +233,11 @@ class ProgressBridge(TrainerCallback):
             "trained_tokens": self.trained_tokens(),
             **self.run.extra,
         }
+        early = self.early_stopping
+        if early is not None:
+            payload["early_stopping"] = early.state()
+            if early.best_step != step:
+                early.copy_into(path)
         (path / STATE_FILE).write_text(json.dumps(payload, indent=2) + "\n")
         if self.run.last_checkpoint == path:
             return  # saved again at the same step (a pause that ends the epoch loop)
@@ -217,6 +248,10 @@ class ProgressBridge(TrainerCallback):
             "epoch": state.epoch,
             "reason": "pause" if self.run.stop_reason == StopRequest.PAUSE else "epoch",
         }
+        if early is not None:
+            metrics["best_step"] = early.best_step
+            if early.best_step == step:
+                metrics["reason"] = "best"
         self.callbacks.on_checkpoint(step, path, metrics)
 
 

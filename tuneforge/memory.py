@@ -34,6 +34,8 @@ BASE_BYTES = {"16bit": 2.0, "4bit": 0.6, "fp32": 4.0}
 # AdamW's two moments (2 + 2 + 4 + 8); paged 8-bit AdamW keeps the moments in 2 bytes.
 FULL_BYTES_PER_PARAM = 16.0
 FULL_BYTES_PER_PARAM_8BIT_ADAM = 10.0
+# The largest batch "auto" picks on a GPU (a power of two).
+GPU_MAX_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,20 @@ def estimate_full_training_bytes(
     return int(weights + trainable + activation_bytes(
         shape, batch_size=batch_size, max_length=max_length,
         gradient_checkpointing=gradient_checkpointing))
+
+
+def gpu_batch_cap(shape: ModelShape, *, rank: int, max_length: int, free_bytes: int) -> int:
+    """The largest power of two (<= GPU_MAX_BATCH) whose LoRA activations fit in free memory
+    next to the 16-bit weights."""
+    cap = GPU_MAX_BATCH
+    while cap > 1:
+        need = estimate_training_bytes(shape, weight_bytes=BASE_BYTES["16bit"], rank=rank,
+                                       batch_size=cap, max_length=max_length,
+                                       gradient_checkpointing=True)
+        if need <= free_bytes * MEMORY_HEADROOM:
+            break
+        cap //= 2
+    return cap
 
 
 @dataclass(frozen=True)

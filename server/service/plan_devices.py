@@ -33,17 +33,18 @@ from tuneforge.domain import (
 from tuneforge.memory import (
     BASE_BYTES,
     GIB,
+    GPU_MAX_BATCH,
     MEMORY_HEADROOM,
     ModelShape,
     choose_tuning,
     estimate_full_training_bytes,
     estimate_training_bytes,
+    gpu_batch_cap,
 )
 from tuneforge.resolve import (
     CPU_MAX_BATCH,
     DEFAULT_MAX_SEQ_LENGTH,
     DEFAULT_SPECTRUM_FRACTION,
-    GPU_MAX_BATCH,
     expected_steps,
     held_out_count,
     learning_rate,
@@ -98,20 +99,6 @@ class Decision:
     reason: str
     estimated_bytes: int | None
     checkpointing_needed: bool  # activations would not fit without gradient checkpointing
-
-
-def gpu_batch_cap(shape: ModelShape | None, *, rank: int, max_length: int,
-                  free_bytes: int) -> int:
-    """The largest power of two (<= 32) whose LoRA activations fit next to the weights
-    (`trainer/hyperparams.py:gpu_batch_cap`)."""
-    cap = GPU_MAX_BATCH
-    while shape is not None and cap > 1:
-        need = estimate_training_bytes(shape, weight_bytes=2, rank=rank, batch_size=cap,
-                                       max_length=max_length, gradient_checkpointing=True)
-        if need <= free_bytes * MEMORY_HEADROOM:
-            break
-        cap //= 2
-    return cap
 
 
 def _fits(need: int | None, have: int | None) -> bool | None:
@@ -218,9 +205,11 @@ def decide(job: JobData, device: Device, batch: int) -> Decision:
 
 def plan_device(job: JobData, device: Device) -> PlanDevice:
     cap = CPU_MAX_BATCH
-    if device.kind == "gpu" and device.memory_bytes is not None:
-        cap = gpu_batch_cap(job.shape, rank=job.lora.rank, max_length=job.max_length,
-                            free_bytes=device.memory_bytes)
+    if device.kind == "gpu":
+        cap = GPU_MAX_BATCH
+        if job.shape is not None and device.memory_bytes is not None:
+            cap = gpu_batch_cap(job.shape, rank=job.lora.rank, max_length=job.max_length,
+                                free_bytes=device.memory_bytes)
     has_validation_file = job.n_validation_file_examples is not None
     split = None if has_validation_file else job.training.validation_split
     held_out = held_out_count(job.n_examples, split) if split else 0

@@ -77,8 +77,9 @@ class Recorder:
         return [seen[s] for s in sorted(seen)]
 
 
-def make_spec(method: str = "supervised", *, quantization: str = "none", seed: int = 42, **hp):
-    from tuneforge.domain import DpoHyperparameters, JobSpec, LoraConfig
+def make_spec(method: str = "supervised", *, quantization: str = "none", seed: int = 42,
+              training: dict | None = None, **hp):
+    from tuneforge.domain import DpoHyperparameters, JobSpec, LoraConfig, TrainingConfig
 
     return JobSpec(
         job_id="ftjob-test",
@@ -89,4 +90,5 @@ def make_spec(method: str = "supervised", *, quantization: str = "none", seed: i
         hyperparameters=DpoHyperparameters(**hp),
         lora=LoraConfig(quantization=quantization),
         seed=seed,
+        training=TrainingConfig(**(training or {})),
     )

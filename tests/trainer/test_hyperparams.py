@@ -12,7 +12,17 @@ from trainer.hyperparams import (
     resolve_hyperparameters,
     resolve_quantization,
 )
-from tuneforge.domain import DpoHyperparameters, LoraConfig, MethodType, Quantization
+from tuneforge.domain import (
+    DpoHyperparameters,
+    LoraConfig,
+    LrScheduler,
+    MethodType,
+    OptimizerName,
+    Quantization,
+    TrainingConfig,
+    TuningType,
+)
+from tuneforge.resolve import expected_steps, held_out_count, resolve_training
 
 GIB = 1024**3
 
@@ -81,3 +91,61 @@ def test_quantization_auto():
         LoraConfig(quantization="none"), BIG, batch_size=1, max_length=128, free_bytes=GIB
     )
     assert none.quantization == Quantization.NONE
+
+
+def _resolve(training: TrainingConfig, **kwargs):
+    args = {"batch_size": 4, "tuning": TuningType.LORA, "tuning_reason": "asked",
+            "device": "cpu", "activations_fit": True, "has_validation": False,
+            "expected_steps": 100, **kwargs}
+    return resolve_training(training, **args)
+
+
+def test_resolve_training_defaults():
+    resolved = _resolve(TrainingConfig())
+    assert resolved.lr_scheduler == LrScheduler.COSINE
+    assert (resolved.warmup_ratio, resolved.weight_decay) == (0.05, 0.01)
+    assert (resolved.gradient_accumulation_steps, resolved.effective_batch_size) == (1, 4)
+    assert resolved.optimizer == OptimizerName.ADAMW
+    assert resolved.gradient_checkpointing is False
+    assert (resolved.max_seq_length, resolved.eval_interval) == (1024, 10)
+    assert resolved.spectrum_fraction is None and resolved.early_stopping is None
+    assert (resolved.tuning, resolved.tuning_reason) == (TuningType.LORA, "asked")
+
+
+def test_resolve_training_explicit_values_and_rules():
+    asked = TrainingConfig(
+        max_seq_length=256, warmup_ratio=0.2, lr_scheduler="constant", weight_decay=0.3,
+        gradient_accumulation_steps=3, optimizer="paged_adamw_8bit", gradient_checkpointing="on",
+        validation_split=0.2, eval_interval=7, early_stopping={"patience": 2},
+    )
+    resolved = _resolve(asked)
+    assert resolved.max_seq_length == 256
+    assert (resolved.warmup_ratio, resolved.weight_decay) == (0.2, 0.3)
+    assert resolved.lr_scheduler == LrScheduler.CONSTANT
+    assert (resolved.gradient_accumulation_steps, resolved.effective_batch_size) == (3, 12)
+    assert resolved.optimizer == OptimizerName.PAGED_ADAMW_8BIT
+    assert resolved.gradient_checkpointing is True
+    assert (resolved.validation_split, resolved.eval_interval) == (0.2, 7)
+    assert resolved.early_stopping.patience == 2
+    # A validation file wins over the split; early stopping needs validation data.
+    with_file = _resolve(asked.model_copy(update={"validation_split": None}), has_validation=True)
+    assert with_file.validation_split is None and with_file.early_stopping is not None
+    no_data = _resolve(TrainingConfig(early_stopping={"patience": 2}))
+    assert no_data.early_stopping is None
+    # Gradient checkpointing "auto": only where activations do not fit, never on CPU.
+    assert _resolve(TrainingConfig(), device="cuda", activations_fit=False).gradient_checkpointing
+    assert not _resolve(TrainingConfig(), device="cuda").gradient_checkpointing
+    assert not _resolve(TrainingConfig(), activations_fit=False).gradient_checkpointing
+    spectrum = _resolve(TrainingConfig(tuning="spectrum"), tuning=TuningType.SPECTRUM)
+    assert spectrum.spectrum_fraction == 0.25
+    assert _resolve(TrainingConfig(), expected_steps=5).eval_interval == 1
+
+
+def test_expected_steps_and_held_out_counts():
+    assert expected_steps(10, 2, 1, 3) == 15
+    assert expected_steps(10, 2, 2, 3) == 9  # ceil(10 / 4) per epoch
+    assert expected_steps(1, 8, 4, 1) == 1
+    assert [held_out_count(n, 0.1) for n in (1, 2, 5, 10, 26)] == [0, 1, 1, 1, 3]
+    assert held_out_count(4, 0.5) == 2
+    assert learning_rate(resolve_hyperparameters(DpoHyperparameters(), MethodType.SUPERVISED, 10),
+                         TuningType.FULL) == pytest.approx(1e-5)
