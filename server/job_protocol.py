@@ -231,7 +231,8 @@ class JobProtocol:
     async def update_progress(self, job_id: str, *, worker_id: str | None = None,
                               **values: Any) -> None:
         """Non-status fields a running job keeps current (trained_tokens, estimated_finish,
-        resolved_hyperparameters). With `worker_id`, only while holding the lease."""
+        resolved_hyperparameters, resolved_training). With `worker_id`, only while holding
+        the lease."""
         async with self.sessions() as session, session.begin():
             stmt = update(Job).where(Job.id == job_id)
             if worker_id is not None:
@@ -242,9 +243,12 @@ class JobProtocol:
 
     async def succeed(self, job_id: str, *, fine_tuned_model: str, result_files: list[str],
                       trained_tokens: int | None, worker_id: str | None = None,
-                      results_file: ResultsFile | None = None) -> bool:
+                      results_file: ResultsFile | None = None, tuning: str = "lora",
+                      parent_model: str | None = None) -> bool:
         """running → succeeded, the model servable and its results file recorded, all in one
-        transaction: a run that loses the race (cancel, pause, lost lease) records nothing."""
+        transaction: a run that loses the race (cancel, pause, lost lease) records nothing.
+        The model records its base (the job's served base model, also when the job started
+        from a fine-tuned parent), the tuning type that trained it and that parent."""
         if results_file is not None:
             result_files = [*result_files, results_file.file_id]
         async with self.sessions() as session, session.begin():
@@ -258,7 +262,8 @@ class JobProtocol:
                 return False
             row = (await session.execute(select(Job).where(Job.id == job_id))).scalar_one()
             session.add(FineTunedModel(id=fine_tuned_model, organization_id=row.organization_id,
-                                       job_id=job_id, base_model=row.model))
+                                       job_id=job_id, base_model=row.base_model or row.model,
+                                       tuning=tuning, parent_model=parent_model))
             if results_file is not None:
                 session.add(File(id=results_file.file_id, organization_id=row.organization_id,
                                  filename=results_file.filename,
@@ -319,16 +324,18 @@ class JobProtocol:
     # ---- serving ------------------------------------------------------------------------
 
     async def request_serving(self, job_id: str, worker_id: str, *, model: str, base_model: str,
-                              adapter_prefix: str) -> str:
+                              adapter_prefix: str, kind: str = "adapter") -> str:
         """Ask the serving plane (in the API process, the only writer of vLLM's adapter sets)
-        to load `model` from S3 `adapter_prefix` on every replica of `base_model`. Written
-        only while `worker_id` holds the job's lease. Returns the request's id."""
+        to serve `model`: kind "adapter" loads the PEFT adapter at S3 `adapter_prefix` on
+        every replica of `base_model`; kind "full" serves the full weights at that prefix
+        (`jobs/{id}/merged/`) on a server of their own. Written only while `worker_id` holds
+        the job's lease. Returns the request's id."""
         request_id = new_id("srv-")
         async with self.sessions() as session, session.begin():
             await fence(session, job_id, worker_id)
             session.add(ServingRequest(id=request_id, job_id=job_id, model=model,
                                        base_model=base_model, adapter_prefix=adapter_prefix,
-                                       requested_at=time.time()))
+                                       kind=kind, requested_at=time.time()))
         return request_id
 
     async def serving_state(self, request_id: str) -> ServingState | None:

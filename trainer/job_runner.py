@@ -33,6 +33,7 @@ from trainer import worker_metrics
 from trainer.run_writes import BackgroundWrites
 from trainer.stop import StopRequest
 from tuneforge.domain import (
+    FULL_WEIGHT_TUNINGS,
     UNPUBLISHED_STATUSES,
     EventLevel,
     EventType,
@@ -51,6 +52,7 @@ from tuneforge.layout import (
     published_prefixes,
     results_key,
 )
+from tuneforge.resolve import DEFAULT_MAX_SEQ_LENGTH
 from tuneforge.settings import Settings
 
 if TYPE_CHECKING:  # the worker imports the training library only when it runs a job
@@ -59,7 +61,6 @@ if TYPE_CHECKING:  # the worker imports the training library only when it runs a
 log = logging.getLogger(__name__)
 
 KEEP_CHECKPOINTS = 3
-MAX_LENGTH = 1024
 SERVING_POLL_SECONDS = 0.2
 
 
@@ -235,7 +236,9 @@ class JobRunner:
         ):
             return "stopped before training"
         try:
-            return await self._train(spec, model_dir, train_path, valid_path, files)
+            parent_dir = await self._download_parent(spec)
+            return await self._train(spec, model_dir, train_path, valid_path, files,
+                                     parent_dir)
         except TrainingError as exc:
             await self.jobs.fail(
                 self.job_id, code=exc.code, message=exc.message, worker_id=self.worker_id
@@ -254,9 +257,25 @@ class JobRunner:
         return train_path, valid_path
 
     async def _base_model(self, spec: JobSpec) -> Path:
+        """The served base model's directory (`spec.model` may be a fine-tuned parent)."""
         from tuneforge.base_models import base_model_directory
 
-        return await asyncio.to_thread(base_model_directory, self.settings, spec.model)
+        return await asyncio.to_thread(base_model_directory, self.settings, spec.base_model)
+
+    async def _download_parent(self, spec: JobSpec) -> Path | None:
+        """The parent model's weights (a PEFT adapter, or a checkpoint whose optimizer state
+        the training library ignores; full weights for a full/spectrum parent)."""
+        if spec.parent is None:
+            return None
+        local = self.workdir / "parent"
+        if not await self.store.download_prefix(as_dir(spec.parent.weights_prefix), local):
+            from trainer.errors import TrainingError
+
+            raise TrainingError(
+                "parent_model_missing",
+                f"the weights of {spec.parent.model} are gone; it cannot be trained further",
+            )
+        return local
 
     async def _validate(
         self,
@@ -272,7 +291,8 @@ class JobRunner:
         files = await asyncio.to_thread(validate_files, train_path, valid_path, spec.method)
         if not report:
             return files
-        summary = await asyncio.to_thread(_data_report, files.train, model_dir)
+        summary = await asyncio.to_thread(_data_report, files.train, model_dir,
+                                          _max_length(spec))
         tokens = summary.get("tokens_per_example") or {}
         await self._event(
             f"Training file: {summary.get('n_examples')} examples in format "
@@ -286,12 +306,12 @@ class JobRunner:
 
     async def _train(
         self, spec: JobSpec, model_dir: Path, train_path: Path, valid_path: Path | None,
-        files: ValidatedFiles,
+        files: ValidatedFiles, parent_dir: Path | None,
     ) -> str:
         from trainer.train import TrainCallbacks, train
 
         model_name = fine_tuned_model_name(
-            spec.model, spec.organization_id, spec.suffix, spec.job_id
+            spec.base_model, spec.organization_id, spec.suffix, spec.job_id
         )
         resume_from = await self._latest_checkpoint()
         if resume_from is not None:
@@ -317,10 +337,10 @@ class JobRunner:
                 valid_path,
                 self.workdir / "output",
                 callbacks,
-                served_model_name=spec.model,
+                served_model_name=spec.base_model,
                 resume_from=resume_from,
-                max_length=MAX_LENGTH,
                 files=files,
+                parent_dir=parent_dir,
             )
         )
         try:
@@ -339,12 +359,13 @@ class JobRunner:
         writes.raise_failure()
         if self.lease_lost:
             raise LeaseLost(self.job_id)
-        await self.jobs.update_progress(
-            self.job_id,
-            worker_id=self.worker_id,
-            resolved_hyperparameters=result.hyperparameters.model_dump(),
-            trained_tokens=result.trained_tokens,
-        )
+        resolved: dict[str, Any] = {
+            "resolved_hyperparameters": result.hyperparameters.model_dump(),
+            "trained_tokens": result.trained_tokens,
+        }
+        if result.training is not None:
+            resolved["resolved_training"] = result.training.model_dump(mode="json")
+        await self.jobs.update_progress(self.job_id, worker_id=self.worker_id, **resolved)
         if result.status != "succeeded":
             return result.status  # paused or cancelled: the state was changed by the user
         with tracing.span("job.publish", attributes={"tuneforge.model": model_name}):
@@ -364,8 +385,11 @@ class JobRunner:
         write; a run that loses the race at the end leaves no file and no model behind."""
         if not await self._still_running():
             return await self._not_published()
-        await self._event("Training finished; uploading the adapter")
-        await self.store.upload_dir(result.adapter_dir, adapter_prefix(spec.job_id))
+        full = result.tuning in FULL_WEIGHT_TUNINGS
+        await self._event("Training finished; uploading the "
+                          + ("model weights" if full else "adapter"))
+        if result.adapter_dir is not None:
+            await self.store.upload_dir(result.adapter_dir, adapter_prefix(spec.job_id))
         if result.merged_dir is not None:
             await self.store.upload_dir(result.merged_dir, merged_prefix(spec.job_id))
         results_file = None
@@ -377,7 +401,7 @@ class JobRunner:
         try:
             if not await self._still_running():
                 return await self._not_published(results_file)
-            refused = await self._make_servable(spec, model_name)
+            refused = await self._make_servable(spec, model_name, full=full)
             if refused is not None:
                 await self.jobs.fail(self.job_id, code="adapter_load_failed", message=refused,
                                      worker_id=self.worker_id)
@@ -390,6 +414,8 @@ class JobRunner:
                 results_file=results_file,
                 trained_tokens=result.trained_tokens,
                 worker_id=self.worker_id,
+                tuning=result.tuning.value,
+                parent_model=spec.parent.model if spec.parent is not None else None,
             ):
                 return "succeeded"
         except BaseException:
@@ -417,17 +443,20 @@ class JobRunner:
             with contextlib.suppress(Exception):
                 await self.store.delete(file_key(results_file.file_id))
 
-    async def _make_servable(self, spec: JobSpec, model_name: str) -> str | None:
+    async def _make_servable(self, spec: JobSpec, model_name: str, *,
+                             full: bool = False) -> str | None:
         """Ask the serving plane (in the API process) to load the adapter on every replica of
-        the base model, and wait until it has, before the job succeeds. Returns the plane's
-        error when a replica refused the adapter. Without a server for the base model, or
-        when none answers within `serving.hot_load_timeout_seconds`, the job succeeds anyway:
-        the plane loads the model once a server is up."""
-        if not any(s.base_model == spec.model for s in self.settings.inference_servers()):
+        the base model, or (`full`: a full/spectrum job) to serve the full weights on a
+        server of their own, and wait until it has, before the job succeeds. Returns the
+        plane's error when a replica refused the model. Without a server for the base model,
+        or when none answers within `serving.hot_load_timeout_seconds`, the job succeeds
+        anyway: the plane loads the model once a server is up."""
+        if not any(s.base_model == spec.base_model for s in self.settings.inference_servers()):
             return None
         request_id = await self.jobs.request_serving(
-            self.job_id, self.worker_id, model=model_name, base_model=spec.model,
-            adapter_prefix=adapter_prefix(spec.job_id))
+            self.job_id, self.worker_id, model=model_name, base_model=spec.base_model,
+            adapter_prefix=merged_prefix(spec.job_id) if full else adapter_prefix(spec.job_id),
+            kind="full" if full else "adapter")
         deadline = self.loop.time() + self.settings.serving.hot_load_timeout_seconds
         while self.stop_request is None and not self.lease_lost:
             state = await self.jobs.serving_state(request_id)
@@ -446,7 +475,7 @@ class JobRunner:
             if self.loop.time() >= deadline:
                 log.warning("job %s: %s was not loaded within %.0f s; it loads when a server "
                             "for %s is up", self.job_id, model_name,
-                            self.settings.serving.hot_load_timeout_seconds, spec.model)
+                            self.settings.serving.hot_load_timeout_seconds, spec.base_model)
                 return None
             await asyncio.sleep(SERVING_POLL_SECONDS)
         return None  # cancelled or lease lost: `succeed` will not go through
@@ -511,7 +540,11 @@ class JobRunner:
             model_name=checkpoint_model_name(model_name, step),
             worker_id=self.worker_id,
         )
-        for old in (await self.jobs.checkpoints(self.job_id))[:-KEEP_CHECKPOINTS]:
+        # The best checkpoint of an early-stopping run is kept besides the last three.
+        best_step = metrics.get("best_step")
+        rotating = [c for c in await self.jobs.checkpoints(self.job_id)
+                    if c.step_number != best_step]
+        for old in rotating[:-KEEP_CHECKPOINTS]:
             await self.jobs.remove_checkpoint(old.id, job_id=self.job_id,
                                               worker_id=self.worker_id)
             await self.store.delete_prefix(as_dir(checkpoint_prefix(self.job_id,
@@ -548,10 +581,14 @@ def _internal_error_message(exc: BaseException, reference: str) -> str:
             "under that reference.")
 
 
-def _data_report(data: Any, model_dir: Path) -> dict[str, Any]:
+def _max_length(spec: JobSpec) -> int:
+    return spec.training.max_seq_length or DEFAULT_MAX_SEQ_LENGTH
+
+
+def _data_report(data: Any, model_dir: Path, max_length: int) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from trainer.data_report import build_report
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return build_report(data, tokenizer, MAX_LENGTH)
+    return build_report(data, tokenizer, max_length)
