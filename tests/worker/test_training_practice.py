@@ -3,8 +3,8 @@
 An SFT job, then a DPO job whose `model` is the SFT job's `ft:` name: the worker downloads the
 SFT adapter, trains it further with the SFT model as the DPO reference, and the result — an
 adapter of the base model — answers through the proxy, its model object naming its parent. A
-full fine-tuning job's weights are served by a vLLM server of their own (serving kind
-"full"). Steps are cut to the bone: the learning itself is shown by tests/trainer.
+full fine-tuning job's weights, then a Spectrum job's, are served by a vLLM server of their
+own (serving kind "full"). Steps are cut to the bone: the learning itself is shown by tests/trainer.
 """
 
 from __future__ import annotations
@@ -118,22 +118,28 @@ def test_dpo_from_an_sft_model_is_served_with_its_parent(client: openai.OpenAI, 
     assert_no_internals(client, job.id, settings)
 
 
-async def test_full_job_is_served_from_its_own_weights(client: openai.OpenAI,  # type: ignore[no-untyped-def]
-                                                       practice_worker, services) -> None:
+# The Spectrum job runs second: its weights are swapped into the full job's server.
+@pytest.mark.parametrize(("tuning", "described"), [
+    ("full", "full fine-tuning"), ("spectrum", "Spectrum (0.1 of the layers trainable)")])
+async def test_full_weight_job_is_served_from_its_own_weights(  # type: ignore[no-untyped-def]
+        client: openai.OpenAI, practice_worker, services, tuning: str, described: str) -> None:
+    extension: dict[str, object] = {"tuning": tuning, "max_seq_length": 64}
+    if tuning == "spectrum":
+        extension["spectrum_fraction"] = 0.1
     job = client.fine_tuning.jobs.create(
-        model=MODEL, training_file=sft_file(client, n=10, seed=4), suffix="full", seed=3,
+        model=MODEL, training_file=sft_file(client, n=10, seed=4), suffix=tuning, seed=3,
         method={"type": "supervised", "supervised": {"hyperparameters": {
             "n_epochs": 1, "batch_size": 10}}},
-        extra_body={"training": {"tuning": "full", "max_seq_length": 64}})
+        extra_body={"training": extension})
     done = wait_status(client, job.id, {"succeeded", "failed", "cancelled"}, timeout=900)
     assert done.status == "succeeded", done.error
     name = str(done.fine_tuned_model)
     keys = {o.key for o in await services.ctx.store.list_keys(f"jobs/{job.id}/")}
     assert f"jobs/{job.id}/merged/model.safetensors" in keys
     assert not any(k.startswith(f"jobs/{job.id}/adapter/") for k in keys)
-    assert client.models.retrieve(name).model_extra["tuning"] == "full"
+    assert client.models.retrieve(name).model_extra["tuning"] == tuning
     training = done.model_extra["training"]  # as the worker resolved it
-    assert training["tuning"] == "full" and "full fine-tuning" in training["tuning_reason"]
+    assert training["tuning"] == tuning and described in training["tuning_reason"]
     assert training["max_seq_length"] == 64
 
     reply = client.chat.completions.create(model=name, messages=PROMPT, max_tokens=8,
