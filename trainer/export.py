@@ -60,11 +60,15 @@ def merge_adapter(base_model_dir: Path, adapter_dir: Path, target: Path, tokeniz
     dtype = base.dtype
     model = PeftModel.from_pretrained(base, str(adapter_dir))
     merged = model.merge_and_unload()
-    merged = merged.to(dtype)
+    return _write_model_dir(merged.to(dtype), tokenizer, target)
+
+
+def _write_model_dir(model: Any, tokenizer: Any, target: Path) -> Path:
+    """Weights (safetensors) and tokenizer into `target`, all or nothing."""
     tmp = _atomic_dir(target)
     try:
         with torch.no_grad():
-            merged.save_pretrained(str(tmp), safe_serialization=True)
+            model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         _readable(tmp)
         tmp.rename(target)
@@ -88,16 +92,6 @@ def save_full_model(model: Any, target: Path, tokenizer: Any, base_model_dir: Pa
     dtype = _config_dtype(base_model_dir)
     model = getattr(model, "module", model)
     model.config.use_cache = True  # gradient checkpointing turns it off while training
-    tmp = _atomic_dir(target)
-    try:
-        with torch.no_grad():
-            if dtype is not None and dtype != next(model.parameters()).dtype:
-                model = model.to(dtype)
-            model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        _readable(tmp)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    if dtype is not None and dtype != next(model.parameters()).dtype:
+        model = model.to(dtype)
+    return _write_model_dir(model, tokenizer, target)

@@ -366,6 +366,35 @@ def files_content(
 # ---- jobs --------------------------------------------------------------------------------
 
 
+def _method_and_lora(
+    method: str, *, n_epochs: str | None, batch_size: str | None,
+    learning_rate_multiplier: str | None, beta: str | None, lora_rank: int | None,
+    lora_alpha: float | None, lora_dropout: float | None, lora_target_modules: str | None,
+    quantization: str | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `method` and `lora` objects of a job request from the options of `jobs create` and
+    `jobs plan`."""
+    hyperparameters = {
+        k: v for k, v in {
+            "n_epochs": _number_or_auto(n_epochs, int, "--n-epochs"),
+            "batch_size": _number_or_auto(batch_size, int, "--batch-size"),
+            "learning_rate_multiplier": _number_or_auto(learning_rate_multiplier, float,
+                                                        "--learning-rate-multiplier"),
+            "beta": _number_or_auto(beta, float, "--beta"),
+        }.items() if v is not None}
+    if method not in ("supervised", "dpo"):
+        raise typer.BadParameter("expected supervised or dpo", param_hint="--method")
+    if "beta" in hyperparameters and method != "dpo":
+        raise typer.BadParameter("--beta needs --method dpo", param_hint="--beta")
+    targets: str | list[str] | None = lora_target_modules
+    if lora_target_modules and lora_target_modules != "all-linear":
+        targets = [m.strip() for m in lora_target_modules.split(",") if m.strip()]
+    lora = {k: v for k, v in {"rank": lora_rank, "alpha": lora_alpha, "dropout": lora_dropout,
+                              "target_modules": targets, "quantization": quantization}.items()
+            if v is not None}
+    return {"type": method, method: {"hyperparameters": hyperparameters}}, lora
+
+
 @jobs_app.command("create")
 @with_training_options
 def jobs_create(
@@ -393,30 +422,17 @@ def jobs_create(
     training: t.TrainingParams | None = None,
 ) -> None:
     """Create a fine-tuning job."""
-    hyperparameters = {
-        k: v for k, v in {
-            "n_epochs": _number_or_auto(n_epochs, int, "--n-epochs"),
-            "batch_size": _number_or_auto(batch_size, int, "--batch-size"),
-            "learning_rate_multiplier": _number_or_auto(learning_rate_multiplier, float,
-                                                        "--learning-rate-multiplier"),
-            "beta": _number_or_auto(beta, float, "--beta"),
-        }.items() if v is not None}
-    if method not in ("supervised", "dpo"):
-        raise typer.BadParameter("expected supervised or dpo", param_hint="--method")
-    if "beta" in hyperparameters and method != "dpo":
-        raise typer.BadParameter("--beta needs --method dpo", param_hint="--beta")
-    targets: str | list[str] | None = lora_target_modules
-    if lora_target_modules and lora_target_modules != "all-linear":
-        targets = [m.strip() for m in lora_target_modules.split(",") if m.strip()]
-    lora = {k: v for k, v in {"rank": lora_rank, "alpha": lora_alpha, "dropout": lora_dropout,
-                              "target_modules": targets, "quantization": quantization}.items()
-            if v is not None}
+    method_body, lora = _method_and_lora(
+        method, n_epochs=n_epochs, batch_size=batch_size,
+        learning_rate_multiplier=learning_rate_multiplier, beta=beta, lora_rank=lora_rank,
+        lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+        lora_target_modules=lora_target_modules, quantization=quantization)
     with options.client() as client:
         try:
             job = client.jobs.create(
                 model=model, training_file=training_file, validation_file=validation_file,
                 suffix=suffix, seed=seed, metadata=_key_values(metadata, "--metadata"),
-                method={"type": method, method: {"hyperparameters": hyperparameters}},
+                method=method_body,
                 lora=lora or None, training=training)
         except TuneForgeError as exc:
             _fail(exc, as_json)
@@ -460,30 +476,17 @@ def jobs_plan(
     """Plan a fine-tuning job without creating it: the options of `jobs create`; shows the
     data format and every data error with its line, token counts, and per device (the CPU
     worker, each GPU size) the tuning, memory, steps and duration, with warnings."""
-    hyperparameters = {
-        k: v for k, v in {
-            "n_epochs": _number_or_auto(n_epochs, int, "--n-epochs"),
-            "batch_size": _number_or_auto(batch_size, int, "--batch-size"),
-            "learning_rate_multiplier": _number_or_auto(learning_rate_multiplier, float,
-                                                        "--learning-rate-multiplier"),
-            "beta": _number_or_auto(beta, float, "--beta"),
-        }.items() if v is not None}
-    if method not in ("supervised", "dpo"):
-        raise typer.BadParameter("expected supervised or dpo", param_hint="--method")
-    if "beta" in hyperparameters and method != "dpo":
-        raise typer.BadParameter("--beta needs --method dpo", param_hint="--beta")
-    targets: str | list[str] | None = lora_target_modules
-    if lora_target_modules and lora_target_modules != "all-linear":
-        targets = [m.strip() for m in lora_target_modules.split(",") if m.strip()]
-    lora = {k: v for k, v in {"rank": lora_rank, "alpha": lora_alpha, "dropout": lora_dropout,
-                              "target_modules": targets, "quantization": quantization}.items()
-            if v is not None}
+    method_body, lora = _method_and_lora(
+        method, n_epochs=n_epochs, batch_size=batch_size,
+        learning_rate_multiplier=learning_rate_multiplier, beta=beta, lora_rank=lora_rank,
+        lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+        lora_target_modules=lora_target_modules, quantization=quantization)
     with options.client() as client:
         try:
             plan = client.jobs.plan(
                 model=model, training_file=training_file, validation_file=validation_file,
                 suffix=suffix, seed=seed, metadata=_key_values(metadata, "--metadata"),
-                method={"type": method, method: {"hyperparameters": hyperparameters}},
+                method=method_body,
                 lora=lora or None, training=training)
         except TuneForgeError as exc:
             _fail(exc, as_json)
