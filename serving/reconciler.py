@@ -88,7 +88,8 @@ class Reconciler:
         orphans: set[str] = set()
         # Full-weight models have servers of their own (`serving.full_models`).
         candidates: dict[str, Servable] = {m.id: m for m in servable
-                                           if kind_of(m) == ADAPTER}
+                                           if kind_of(m) == ADAPTER
+                                           and m.id not in self.registry.deleted}
         for name, model in self._remembered.items():
             if model.base_model == replica.base_model:
                 candidates.setdefault(name, model)

@@ -124,6 +124,9 @@ class Registry:
     last_used: dict[str, float] = field(default_factory=dict)
     # model -> the newest version this process knows of
     versions: dict[str, str] = field(default_factory=dict)
+    # Models deleted while this process ran. A load decided before the delete (a reconcile
+    # pass, an on-demand request) must not bring one back; model names are never reused.
+    deleted: set[str] = field(default_factory=set)
 
     def priority(self, model: str, created_at: float) -> tuple[float, str]:
         """How much `model` deserves a slot: last used, or created if never used (ties broken

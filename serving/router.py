@@ -34,7 +34,7 @@ from serving.nulls import drop_nulls
 from serving.registry import Loaded, Registry, Replica, ReplicaState, make_alias
 from serving.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from serving.vllm import ReplicaUnreachable
-from tuneforge.errors import ApiError
+from tuneforge.errors import ApiError, not_found
 from tuneforge.settings import InferenceLimits
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,8 @@ class Router:
         """Load the newest version of `model` from S3 `prefix` on `replica` (fetching it into
         the cache and making room first) unless it is loaded already."""
         async with replica.lock(model):
+            if model in self.registry.deleted:
+                raise not_found("model", model, param="model")
             if adapter is None:
                 adapter = await adapter_version(self.store, prefix)
             self.registry.note_version(model, adapter.version)
@@ -261,14 +263,18 @@ class Router:
             log.warning("could not unload %s from %s", entry.alias, replica.id)
 
     async def unload_model(self, model: str) -> int:
-        """Unload every version of `model` from every replica (a deleted model)."""
+        """Unload every version of `model` from every replica (a deleted model). A load of
+        it already under way finishes first (the replica's lock for the model) and is undone
+        here; one that starts later is refused."""
+        self.registry.deleted.add(model)
         self.registry.versions.pop(model, None)
         self.registry.last_used.pop(model, None)
         count = 0
         for replica in self.registry.replicas:
-            for entry in replica.versions(model):
-                await self.unload(replica, entry)
-                count += 1
+            async with replica.lock(model):
+                for entry in replica.versions(model):
+                    await self.unload(replica, entry)
+                    count += 1
         return count
 
     def _forget(self, lease: Lease) -> None:

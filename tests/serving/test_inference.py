@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -146,6 +147,31 @@ async def test_delete_unloads_everywhere_then_404(
         chat(client, name)
     with pytest.raises(openai.NotFoundError):
         chat_stream(client, name)
+
+
+async def test_delete_fired_with_loads_leaves_nothing_loaded(
+        client: openai.OpenAI, services, adapters: list[Path], vllm_url: str) -> None:  # type: ignore[no-untyped-def]
+    # Each model is loaded on demand (and by the reconciler) while it is being deleted: a
+    # load decided before the delete must not bring the model back after it.
+    names = [await new_model(services, client, adapters[3 + i], f"race{i}") for i in range(3)]
+
+    def ask(name: str) -> str:
+        try:
+            return chat(client, name, max_tokens=2)
+        except openai.NotFoundError:
+            return "404"
+
+    with ThreadPoolExecutor(max_workers=2 * len(names)) as pool:
+        asked = [pool.submit(ask, name) for name in names]
+        deleted = [pool.submit(client.models.delete, name) for name in names]
+        assert all(d.result().deleted for d in deleted)
+        for answer in asked:
+            answer.result()
+    assert not set(names) & set(loaded_models(vllm_url))
+    for name in names:
+        with pytest.raises(openai.NotFoundError):
+            chat(client, name)
+    assert not set(names) & set(loaded_models(vllm_url))
 
 
 async def test_more_models_than_capacity_load_on_demand_lru(
