@@ -7,6 +7,7 @@
 - A job whose worker's lease lapsed (in a state a worker owns: `queued`, `running`) goes
   back to the queue; a running one resumes from its last checkpoint.
 - Pending uploads past their expiry are expired and their parts removed.
+- Deleted models whose weights are still in object storage lose them (`model_storage`).
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ async def reconcile_once(services: Services) -> dict[str, int]:
                 job, "The job's queue task ended early; enqueued again") is not None
     expired = await services.uploads.expire_due()
     aborted = await services.uploads.abort_stale_multipart_uploads()  # throttled inside
+    freed = await services.model_storage.free()
     return {"requeued": requeued, "revalidated": revalidated, "expired_uploads": expired,
-            "aborted_multipart_uploads": aborted}
+            "aborted_multipart_uploads": aborted, "freed_models": freed}
 
 
 def _revalidate(services: Services, job: Job) -> bool:

@@ -24,8 +24,12 @@ def job_prefix(job_id: str) -> str:
     return f"jobs/{job_id}"
 
 
+def checkpoints_prefix(job_id: str) -> str:
+    return f"{job_prefix(job_id)}/checkpoints"
+
+
 def checkpoint_prefix(job_id: str, step: int) -> str:
-    return f"{job_prefix(job_id)}/checkpoints/step-{step}"
+    return f"{checkpoints_prefix(job_id)}/step-{step}"
 
 
 def adapter_prefix(job_id: str) -> str:
@@ -43,6 +47,13 @@ def results_key(job_id: str) -> str:
 def published_prefixes(job_id: str) -> list[str]:
     """What a job publishes when it succeeds, as directory prefixes to delete if it does not."""
     return [as_dir(adapter_prefix(job_id)), as_dir(merged_prefix(job_id))]
+
+
+def model_prefixes(job_id: str) -> list[str]:
+    """Every weight a fine-tuned model owns (adapter, merged weights, checkpoints), as
+    directory prefixes to delete when the model is deleted. The results file is a file of
+    its own (`files/`) and stays."""
+    return [*published_prefixes(job_id), as_dir(checkpoints_prefix(job_id))]
 
 
 def as_dir(prefix: str) -> str:

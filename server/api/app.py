@@ -101,6 +101,7 @@ def create_app(services: Services, *, run_reconciler: bool = True) -> Litestar:
         serving = app.state.serving = ServingPlane(services.ctx.settings, services.ctx.store,
                                                    services.models)
         services.models.on_delete.append(serving.forget)
+        services.models.on_delete.append(services.model_storage.freed_after_delete)
         await serving.start()
         task = None
         if run_reconciler:

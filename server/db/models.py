@@ -168,6 +168,8 @@ class FineTunedModel(Base):
     base_model: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     deleted_at: Mapped[int | None] = mapped_column(BigInteger)
+    # When a deleted model's weights left S3 (`server.service.model_storage`); NULL: still owed.
+    storage_freed_at: Mapped[int | None] = mapped_column(BigInteger)
     # The model this one was trained from (an ft: model or checkpoint), None from a base.
     parent_model: Mapped[str | None] = mapped_column(String(600))
     # `tuneforge.domain.TuningType`: lora/qlora models are adapters, full/spectrum full weights.

@@ -6,6 +6,7 @@ from server.job_protocol import JobProtocol
 from server.service.context import Context
 from server.service.files import FileService
 from server.service.jobs import JobService
+from server.service.model_storage import ModelStorage
 from server.service.models import ModelService
 from server.service.uploads import UploadService
 from server.service.validation import ValidationService
@@ -23,3 +24,5 @@ class Services:
         # in-process callers that act as a worker would (tests, benchmarks).
         self.protocol = JobProtocol(ctx.sessions, ctx.settings)
         self.models = ModelService(ctx)
+        # Deleted models' weights leave S3 (on delete, and owed removals on reconcile passes).
+        self.model_storage = ModelStorage(ctx)
