@@ -1,8 +1,9 @@
 """A job trained through the API by a real `trainer.worker` becomes chat-able through the proxy
-the moment it succeeds, and shows what it learned; the base model does not. The hot-load
-contract holds across machines: the worker and the API share only the database, Redis and S3
-(here: different data directories), and the model answers before, or at the moment, its job
-reports succeeded."""
+the moment it succeeds. The hot-load contract holds across machines: the worker and the API
+share only the database, Redis and S3 (here: different data directories), and the model
+answers before, or at the moment, its job reports succeeded. Two steps are enough for that:
+what a job through the worker learns is shown by tests/worker/test_worker_jobs.py and the
+main job's test."""
 
 from __future__ import annotations
 
@@ -49,13 +50,11 @@ def distant_worker(serving_settings: Settings, worker_data_dir: Path, api_server
 def test_model_answers_before_its_job_succeeds_with_separate_data_dirs(
         client: openai.OpenAI, distant_worker: ManagedProcess, serving_settings: Settings,
         worker_data_dir: Path, vllm_url: str) -> None:
-    from trainer.samples import heldout_prompts
-
     assert worker_data_dir != serving_settings.data_dir
     job = client.fine_tuning.jobs.create(
-        model=BASE, training_file=sft_file(client, n=32), suffix="apart", seed=3,
+        model=BASE, training_file=sft_file(client, n=10), suffix="apart", seed=3,
         method={"type": "supervised", "supervised": {"hyperparameters": {
-            "n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 5}}})
+            "n_epochs": 1, "batch_size": 5}}})
     name = fine_tuned_model_name(BASE, job.organization_id, "apart", job.id)
     question = [{"role": "user", "content": "Hi"}]
     # Alternate: the job's status, then one chat with the model it will publish. The first
@@ -91,11 +90,3 @@ def test_model_answers_before_its_job_succeeds_with_separate_data_dirs(
     # Nothing of the API's data directory was there for the worker to read.
     assert not (worker_data_dir / "serving" / "replicas.json").exists()
 
-    def answers(model: str) -> list[str]:
-        return [client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": prompt}], max_tokens=8,
-            temperature=0).choices[0].message.content or "" for prompt in heldout_prompts(3)]
-
-    tuned, base = answers(name), answers(BASE)
-    assert sum(a.startswith("ANSWER:") for a in tuned) >= 2, tuned
-    assert not any(a.startswith("ANSWER:") for a in base), base
