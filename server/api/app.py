@@ -25,6 +25,7 @@ from server.api.routes.jobs import JobsController
 from server.api.routes.models import ModelsController
 from server.api.routes.plan import PlanController
 from server.api.routes.uploads import UploadsController
+from server.api.routes.usage import UsageController
 from server.observability import metrics as http_metrics
 from server.observability import request_id as request_context
 from server.reconciler import run_forever
@@ -120,7 +121,7 @@ def create_app(services: Services, *, run_reconciler: bool = True) -> Litestar:
 
     app = Litestar(
         route_handlers=[FilesController, UploadsController, PlanController, JobsController,
-                        ModelsController, InferenceController, *dashboard_routes(),
+                        ModelsController, UsageController, InferenceController, *dashboard_routes(),
                         *health_routes],
         dependencies={"services": Provide(provide_services),
                       "principal": Provide(provide_principal)},

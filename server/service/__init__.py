@@ -9,6 +9,7 @@ from server.service.jobs import JobService
 from server.service.model_storage import ModelStorage
 from server.service.models import ModelService
 from server.service.uploads import UploadService
+from server.service.usage import UsageService
 from server.service.validation import ValidationService
 
 
@@ -26,3 +27,4 @@ class Services:
         self.models = ModelService(ctx)
         # Deleted models' weights leave S3 (on delete, and owed removals on reconcile passes).
         self.model_storage = ModelStorage(ctx)
+        self.usage = UsageService(ctx)

@@ -340,3 +340,20 @@ def checkpoint_object(row: db.JobCheckpoint) -> CheckpointObject:
         fine_tuning_job_id=row.job_id, metrics=CheckpointMetrics(**row.metrics),
         step_number=row.step_number,
     )
+
+
+class StorageShare(ApiObject):
+    count: int
+    bytes: int
+
+
+class StorageUsageObject(ApiObject):
+    """TuneForge extension: the object storage an organization uses, by kind."""
+
+    object: Literal["organization.storage"] = "organization.storage"
+    files: StorageShare  # uploaded files and results files
+    models: StorageShare  # adapters and merged weights of models not deleted
+    checkpoints: StorageShare  # stored checkpoints, of any job
+    # Weights of deleted models not yet removed (a job still trains from them, or S3 refused).
+    pending_deletion: StorageShare
+    total_bytes: int

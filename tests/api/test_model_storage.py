@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import httpx
 import openai
 
 from tests.api.data import chat_jsonl
@@ -63,3 +64,32 @@ async def test_a_model_a_job_trains_from_keeps_its_weights_until_the_job_ends(
     await services.model_storage.free()  # or the API's reconciler did, first
     assert await stored(services, job_id) == []
     assert await services.model_storage.free() == 0
+
+
+async def test_storage_usage_counts_files_models_checkpoints_and_owed_removals(
+        client: openai.OpenAI, client_b: openai.OpenAI, services) -> None:  # type: ignore[no-untyped-def]
+    def usage(c: openai.OpenAI) -> dict:  # type: ignore[type-arg]
+        return c.get("/organization/storage", cast_to=httpx.Response).json()
+
+    before, other_org = usage(client), usage(client_b)
+    assert before["object"] == "organization.storage"
+    job_id = await finish_job(services, client, "usage")
+    await store_weights(services, job_id)
+    after = usage(client)
+    # finish_job uploaded one training file; the job stored an adapter (2 objects, 1032 bytes)
+    # and merged weights (2 bytes), and two checkpoints of 1032 bytes each.
+    assert after["files"]["count"] == before["files"]["count"] + 1
+    assert after["models"] == {"count": before["models"]["count"] + 1,
+                               "bytes": before["models"]["bytes"] + 1032 + 2}
+    assert after["checkpoints"] == {"count": before["checkpoints"]["count"] + 2,
+                                    "bytes": before["checkpoints"]["bytes"] + 2 * 1032}
+    assert after["total_bytes"] == (after["files"]["bytes"] + after["models"]["bytes"]
+                                    + after["checkpoints"]["bytes"]
+                                    + after["pending_deletion"]["bytes"])
+    assert usage(client_b) == other_org
+
+    name = client.fine_tuning.jobs.retrieve(job_id).fine_tuned_model
+    assert client.models.delete(name).deleted
+    freed = usage(client)
+    assert (freed["models"], freed["checkpoints"]) == (before["models"], before["checkpoints"])
+    assert freed["pending_deletion"] == after["pending_deletion"]
