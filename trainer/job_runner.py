@@ -341,6 +341,9 @@ class JobRunner:
                 resume_from=resume_from,
                 files=files,
                 parent_dir=parent_dir,
+                # An adapter's merged model is made when something needs it, not for every job:
+                # at 7B it would be 15 GB per job. Full weights are the model and always kept.
+                merge=False,
             )
         )
         try:

@@ -3,7 +3,7 @@
     files/{file_id}                          an uploaded file (and a job's results file)
     jobs/{job_id}/checkpoints/step-{n}/      a checkpoint: a PEFT adapter (or full weights)
     jobs/{job_id}/adapter/                   the final adapter, what the `ft:` model serves
-    jobs/{job_id}/merged/                    merged full weights, when the job asked for them
+    jobs/{job_id}/merged/                    full weights: a full/Spectrum job's model
     jobs/{job_id}/results.csv                the per-step metrics table
 
 Prefixes of directories carry no trailing slash; `as_dir` adds one where a listing or a delete
