@@ -12,10 +12,8 @@ from typing import Any
 from trainer.device import DevicePlan, plan_device
 from trainer.hyperparams import (
     CPU_MAX_BATCH,
-    MEMORY_HEADROOM,
     ModelShape,
     cuda_free_bytes,
-    estimate_training_bytes,
     gpu_batch_cap,
     learning_rate,
     resolve_hyperparameters,
@@ -24,7 +22,6 @@ from trainer.tuning import TuningDecision, decide_tuning
 from tuneforge.domain import (
     JobSpec,
     MethodType,
-    Quantization,
     ResolvedHyperparameters,
     ResolvedTraining,
     TuningType,
@@ -121,17 +118,7 @@ def plan_job(
     else:
         hp = resolve_hyperparameters(spec.hyperparameters, method, n_train_examples, batch_cap=cap)
     decision = decide_tuning(spec, shape, free, batch_size=hp.batch_size, max_length=max_length)
-    activations_fit = True
-    if free is not None:
-        need = estimate_training_bytes(
-            shape,
-            weight_bytes=0.6 if decision.quantization == Quantization.NF4 else 2,
-            rank=spec.lora.rank,
-            batch_size=hp.batch_size,
-            max_length=max_length,
-            gradient_checkpointing=False,
-        )
-        activations_fit = need <= free * MEMORY_HEADROOM
+    activations_fit = not decision.checkpointing_needed
     device_name = device or ("cuda" if free is not None else "cpu")
     accumulation = (1 if spec.training.gradient_accumulation_steps == "auto"
                     else int(spec.training.gradient_accumulation_steps))

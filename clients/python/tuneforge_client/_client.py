@@ -8,7 +8,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import IO, Any, Literal, TypeVar, overload
+from typing import IO, Any, Literal, TypedDict, TypeVar, Unpack, overload
 
 from tenacity import (
     AsyncRetrying,
@@ -218,54 +218,64 @@ class AsyncFiles:
         return written
 
 
+class _RequiredJobParams(TypedDict):
+    model: str
+    training_file: str
+
+
+class JobParams(_RequiredJobParams, total=False):
+    """The parameters of `jobs.create` and `jobs.plan`: OpenAI's (dicts as in OpenAI's JSON,
+    e.g. `method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}}`)
+    plus TuneForge's `lora` (`{"rank": 16, "alpha": 16, "dropout": 0.0,
+    "target_modules": "all-linear", "quantization": "auto"}`) and `training`
+    (`{"tuning": "qlora", "max_seq_length": 512, "validation_split": 0.1,
+    "early_stopping": {"patience": 3}}`, see `TrainingParams`)."""
+
+    validation_file: str | None
+    suffix: str | None
+    seed: int | None
+    metadata: dict[str, str] | None
+    integrations: list[dict[str, Any]] | None
+    method: dict[str, Any] | None
+    hyperparameters: dict[str, Any] | None
+    lora: dict[str, Any] | None
+    training: t.TrainingParams | None
+
+
+def _job_request(operation: str, params: JobParams) -> dict[str, Any]:
+    """The request body of `jobs.create` / `jobs.plan`; a missing or unknown parameter is a
+    TypeError, as it is for a function's keywords."""
+    missing = sorted(JobParams.__required_keys__ - params.keys())
+    unknown = sorted(params.keys() - JobParams.__required_keys__ - JobParams.__optional_keys__)
+    if missing or unknown:
+        raise TypeError(f"jobs.{operation}() " + (
+            f"missing required keyword argument(s): {', '.join(missing)}" if missing
+            else f"got unexpected keyword argument(s): {', '.join(unknown)}"))
+    body = _drop_none(dict(params))
+    if "training" in body:
+        body["training"] = dict(body["training"])
+    return body
+
+
 class AsyncJobs:
     def __init__(self, client: AsyncTuneForge) -> None:
         self._c = client
 
-    async def create(self, *, model: str, training_file: str,
-                     validation_file: str | None = None, suffix: str | None = None,
-                     seed: int | None = None, metadata: dict[str, str] | None = None,
-                     integrations: list[dict[str, Any]] | None = None,
-                     method: dict[str, Any] | None = None,
-                     hyperparameters: dict[str, Any] | None = None,
-                     lora: dict[str, Any] | None = None,
-                     training: t.TrainingParams | None = None) -> t.FineTuningJob:
-        """`POST /v1/fine_tuning/jobs`: OpenAI's parameters (dicts as in OpenAI's JSON, e.g.
-        `method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}}`)
-        plus TuneForge's `lora` (`{"rank": 16, "alpha": 16, "dropout": 0.0,
-        "target_modules": "all-linear", "quantization": "auto"}`) and `training`
-        (`{"tuning": "qlora", "max_seq_length": 512, "validation_split": 0.1,
-        "early_stopping": {"patience": 3}}`, see `TrainingParams`). `model` is a base model
+    async def create(self, **params: Unpack[JobParams]) -> t.FineTuningJob:
+        """`POST /v1/fine_tuning/jobs` (the parameters: `JobParams`). `model` is a base model
         or one of your fine-tuned models (`ft:…`) or checkpoints (`ft:…:ckpt-step-N`) to
         continue from."""
-        body = _drop_none({
-            "model": model, "training_file": training_file, "validation_file": validation_file,
-            "suffix": suffix, "seed": seed, "metadata": metadata, "integrations": integrations,
-            "method": method, "hyperparameters": hyperparameters, "lora": lora,
-            "training": dict(training) if training is not None else None,
-        })
+        body = _job_request("create", params)
         return await self._c._retry(lambda: self._c._transport.create_job(body))
 
     # ---- plan (TuneForge extension) ----
-    async def plan(self, *, model: str, training_file: str,
-                   validation_file: str | None = None, suffix: str | None = None,
-                   seed: int | None = None, metadata: dict[str, str] | None = None,
-                   integrations: list[dict[str, Any]] | None = None,
-                   method: dict[str, Any] | None = None,
-                   hyperparameters: dict[str, Any] | None = None,
-                   lora: dict[str, Any] | None = None,
-                   training: t.TrainingParams | None = None) -> JobPlan:
+    async def plan(self, **params: Unpack[JobParams]) -> JobPlan:
         """`POST /v1/fine_tuning/jobs/plan`: the parameters of `create`, checked the same way
         (the same errors), but nothing is created. Returns the data format and every data
         error with its line, token counts, and for each planned device (the CPU worker, each
         configured GPU size) the tuning, quantization, resolved hyperparameters and training
         controls, peak memory, steps and duration, with warnings."""
-        body = _drop_none({
-            "model": model, "training_file": training_file, "validation_file": validation_file,
-            "suffix": suffix, "seed": seed, "metadata": metadata, "integrations": integrations,
-            "method": method, "hyperparameters": hyperparameters, "lora": lora,
-            "training": dict(training) if training is not None else None,
-        })
+        body = _job_request("plan", params)
         return await self._c._retry(lambda: self._c._transport.plan_job(body))
     # ---- end plan ----
 
@@ -500,32 +510,12 @@ class Jobs:
     def __init__(self, jobs: AsyncJobs, portal: _Portal) -> None:
         self._a, self._p = jobs, portal
 
-    def create(self, *, model: str, training_file: str, validation_file: str | None = None,
-               suffix: str | None = None, seed: int | None = None,
-               metadata: dict[str, str] | None = None,
-               integrations: list[dict[str, Any]] | None = None,
-               method: dict[str, Any] | None = None,
-               hyperparameters: dict[str, Any] | None = None,
-               lora: dict[str, Any] | None = None,
-               training: t.TrainingParams | None = None) -> t.FineTuningJob:
-        return self._p.run(self._a.create(
-            model=model, training_file=training_file, validation_file=validation_file,
-            suffix=suffix, seed=seed, metadata=metadata, integrations=integrations,
-            method=method, hyperparameters=hyperparameters, lora=lora, training=training))
+    def create(self, **params: Unpack[JobParams]) -> t.FineTuningJob:
+        return self._p.run(self._a.create(**params))
 
     # ---- plan (TuneForge extension) ----
-    def plan(self, *, model: str, training_file: str, validation_file: str | None = None,
-             suffix: str | None = None, seed: int | None = None,
-             metadata: dict[str, str] | None = None,
-             integrations: list[dict[str, Any]] | None = None,
-             method: dict[str, Any] | None = None,
-             hyperparameters: dict[str, Any] | None = None,
-             lora: dict[str, Any] | None = None,
-             training: t.TrainingParams | None = None) -> JobPlan:
-        return self._p.run(self._a.plan(
-            model=model, training_file=training_file, validation_file=validation_file,
-            suffix=suffix, seed=seed, metadata=metadata, integrations=integrations,
-            method=method, hyperparameters=hyperparameters, lora=lora, training=training))
+    def plan(self, **params: Unpack[JobParams]) -> JobPlan:
+        return self._p.run(self._a.plan(**params))
     # ---- end plan ----
 
     def list(self, *, after: str | None = None, limit: int | None = None,

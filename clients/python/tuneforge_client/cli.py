@@ -40,7 +40,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tuneforge_client import types as t
-from tuneforge_client._client import TuneForge
+from tuneforge_client._client import JobParams, TuneForge
 from tuneforge_client._plan_view import show_plan  # plan (TuneForge extension)
 from tuneforge_client.errors import APIError, TuneForgeError
 
@@ -255,22 +255,33 @@ def training_options(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def with_training_options(command: F) -> F:
-    """Give a command the Training flags of `training_options`: the command declares a
-    `training: TrainingParams | None` parameter and receives the object built from them."""
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
-           if p.name != "training"]
-    flags = list(inspect.signature(training_options, eval_str=True).parameters.values())
+def _with_flags(builder: Callable[..., Any], into: str, *, first: bool = False
+                ) -> Callable[[F], F]:
+    """A decorator that gives a command the flags of `builder` (its parameters): the command
+    declares a parameter `into` and receives what `builder` makes of them. `first`: the flags
+    come before the command's own (they must when some have no default)."""
+    flags = list(inspect.signature(builder, eval_str=True).parameters.values())
     names = {p.name for p in flags}
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        chosen = {name: kwargs.pop(name) for name in list(kwargs) if name in names}
-        return command(*args, training=training_options(**chosen), **kwargs)
+    def decorate(command: F) -> F:
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+               if p.name != into]
 
-    wrapper.__signature__ = inspect.Signature(own + flags)  # type: ignore[attr-defined]
-    del wrapper.__wrapped__  # typer reads the signature above, not the command's
-    return wrapper  # type: ignore[return-value]
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            chosen = {name: kwargs.pop(name) for name in list(kwargs) if name in names}
+            return command(*args, **{into: builder(**chosen)}, **kwargs)
+
+        wrapper.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            flags + own if first else own + flags)
+        del wrapper.__wrapped__  # typer reads the signature above, not the command's
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+# A command with `training: TrainingParams | None` gets the Training flags.
+with_training_options = _with_flags(training_options, "training")
 
 
 # ---- files -------------------------------------------------------------------------------
@@ -366,14 +377,28 @@ def files_content(
 # ---- jobs --------------------------------------------------------------------------------
 
 
-def _method_and_lora(
-    method: str, *, n_epochs: str | None, batch_size: str | None,
-    learning_rate_multiplier: str | None, beta: str | None, lora_rank: int | None,
-    lora_alpha: float | None, lora_dropout: float | None, lora_target_modules: str | None,
-    quantization: str | None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The `method` and `lora` objects of a job request from the options of `jobs create` and
-    `jobs plan`."""
+def job_options(
+    model: Annotated[str, typer.Option(
+        help="The base model, or your fine-tuned model (ft:…) or checkpoint to continue.")],
+    training_file: Annotated[str, typer.Option(help="A file id (purpose fine-tune).")],
+    validation_file: Annotated[str | None, typer.Option(help="A file id.")] = None,
+    method: Annotated[str, typer.Option(help="supervised or dpo.")] = "supervised",
+    n_epochs: Annotated[str | None, typer.Option(help="A number or auto.")] = None,
+    batch_size: Annotated[str | None, typer.Option(help="A number or auto.")] = None,
+    learning_rate_multiplier: Annotated[str | None, typer.Option(
+        help="A number or auto.")] = None,
+    beta: Annotated[str | None, typer.Option(help="DPO beta: a number or auto.")] = None,
+    suffix: Annotated[str | None, typer.Option(help="Put into the model's name.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    metadata: Annotated[list[str] | None, typer.Option(help="KEY=VALUE (repeatable).")] = None,
+    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank r.")] = None,
+    lora_alpha: Annotated[float | None, typer.Option(help="LoRA alpha.")] = None,
+    lora_dropout: Annotated[float | None, typer.Option(help="LoRA dropout.")] = None,
+    lora_target_modules: Annotated[str | None, typer.Option(
+        help="all-linear or a comma-separated list of module names.")] = None,
+    quantization: Annotated[str | None, typer.Option(help="auto, 4bit or none.")] = None,
+) -> JobParams:
+    """The job request (all but `training`) from the flags of `jobs create` and `jobs plan`."""
     hyperparameters = {
         k: v for k, v in {
             "n_epochs": _number_or_auto(n_epochs, int, "--n-epochs"),
@@ -392,48 +417,29 @@ def _method_and_lora(
     lora = {k: v for k, v in {"rank": lora_rank, "alpha": lora_alpha, "dropout": lora_dropout,
                               "target_modules": targets, "quantization": quantization}.items()
             if v is not None}
-    return {"type": method, method: {"hyperparameters": hyperparameters}}, lora
+    return JobParams(model=model, training_file=training_file, validation_file=validation_file,
+                     suffix=suffix, seed=seed, metadata=_key_values(metadata, "--metadata"),
+                     method={"type": method, method: {"hyperparameters": hyperparameters}},
+                     lora=lora or None)
+
+
+# A command with `request: JobParams` gets the job flags (before its own: two are required).
+with_job_options = _with_flags(job_options, "request", first=True)
 
 
 @jobs_app.command("create")
+@with_job_options
 @with_training_options
 def jobs_create(
-    model: Annotated[str, typer.Option(
-        help="The base model, or your fine-tuned model (ft:…) or checkpoint to continue.")],
-    training_file: Annotated[str, typer.Option(help="A file id (purpose fine-tune).")],
-    validation_file: Annotated[str | None, typer.Option(help="A file id.")] = None,
-    method: Annotated[str, typer.Option(help="supervised or dpo.")] = "supervised",
-    n_epochs: Annotated[str | None, typer.Option(help="A number or auto.")] = None,
-    batch_size: Annotated[str | None, typer.Option(help="A number or auto.")] = None,
-    learning_rate_multiplier: Annotated[str | None, typer.Option(
-        help="A number or auto.")] = None,
-    beta: Annotated[str | None, typer.Option(help="DPO beta: a number or auto.")] = None,
-    suffix: Annotated[str | None, typer.Option(help="Put into the model's name.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    metadata: Annotated[list[str] | None, typer.Option(help="KEY=VALUE (repeatable).")] = None,
-    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank r.")] = None,
-    lora_alpha: Annotated[float | None, typer.Option(help="LoRA alpha.")] = None,
-    lora_dropout: Annotated[float | None, typer.Option(help="LoRA dropout.")] = None,
-    lora_target_modules: Annotated[str | None, typer.Option(
-        help="all-linear or a comma-separated list of module names.")] = None,
-    quantization: Annotated[str | None, typer.Option(help="auto, 4bit or none.")] = None,
+    request: JobParams,
     follow: Annotated[bool, typer.Option(help="Then follow it live (as `jobs follow`).")] = False,
     as_json: JsonFlag = False,
     training: t.TrainingParams | None = None,
 ) -> None:
     """Create a fine-tuning job."""
-    method_body, lora = _method_and_lora(
-        method, n_epochs=n_epochs, batch_size=batch_size,
-        learning_rate_multiplier=learning_rate_multiplier, beta=beta, lora_rank=lora_rank,
-        lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-        lora_target_modules=lora_target_modules, quantization=quantization)
     with options.client() as client:
         try:
-            job = client.jobs.create(
-                model=model, training_file=training_file, validation_file=validation_file,
-                suffix=suffix, seed=seed, metadata=_key_values(metadata, "--metadata"),
-                method=method_body,
-                lora=lora or None, training=training)
+            job = client.jobs.create(**request, training=training)
         except TuneForgeError as exc:
             _fail(exc, as_json)
         if as_json and not follow:
@@ -449,45 +455,19 @@ def jobs_create(
 
 
 @jobs_app.command("plan")
+@with_job_options
 @with_training_options
 def jobs_plan(
-    model: Annotated[str, typer.Option(
-        help="The base model, or your fine-tuned model (ft:…) or checkpoint to continue.")],
-    training_file: Annotated[str, typer.Option(help="A file id (purpose fine-tune).")],
-    validation_file: Annotated[str | None, typer.Option(help="A file id.")] = None,
-    method: Annotated[str, typer.Option(help="supervised or dpo.")] = "supervised",
-    n_epochs: Annotated[str | None, typer.Option(help="A number or auto.")] = None,
-    batch_size: Annotated[str | None, typer.Option(help="A number or auto.")] = None,
-    learning_rate_multiplier: Annotated[str | None, typer.Option(
-        help="A number or auto.")] = None,
-    beta: Annotated[str | None, typer.Option(help="DPO beta: a number or auto.")] = None,
-    suffix: Annotated[str | None, typer.Option(help="Put into the model's name.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    metadata: Annotated[list[str] | None, typer.Option(help="KEY=VALUE (repeatable).")] = None,
-    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank r.")] = None,
-    lora_alpha: Annotated[float | None, typer.Option(help="LoRA alpha.")] = None,
-    lora_dropout: Annotated[float | None, typer.Option(help="LoRA dropout.")] = None,
-    lora_target_modules: Annotated[str | None, typer.Option(
-        help="all-linear or a comma-separated list of module names.")] = None,
-    quantization: Annotated[str | None, typer.Option(help="auto, 4bit or none.")] = None,
+    request: JobParams,
     as_json: JsonFlag = False,
     training: t.TrainingParams | None = None,
 ) -> None:
     """Plan a fine-tuning job without creating it: the options of `jobs create`; shows the
     data format and every data error with its line, token counts, and per device (the CPU
     worker, each GPU size) the tuning, memory, steps and duration, with warnings."""
-    method_body, lora = _method_and_lora(
-        method, n_epochs=n_epochs, batch_size=batch_size,
-        learning_rate_multiplier=learning_rate_multiplier, beta=beta, lora_rank=lora_rank,
-        lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-        lora_target_modules=lora_target_modules, quantization=quantization)
     with options.client() as client:
         try:
-            plan = client.jobs.plan(
-                model=model, training_file=training_file, validation_file=validation_file,
-                suffix=suffix, seed=seed, metadata=_key_values(metadata, "--metadata"),
-                method=method_body,
-                lora=lora or None, training=training)
+            plan = client.jobs.plan(**request, training=training)
         except TuneForgeError as exc:
             _fail(exc, as_json)
     if as_json:
