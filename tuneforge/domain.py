@@ -160,7 +160,7 @@ class LoraConfig(BaseModel):
 class TuningType(StrEnum):
     """TuneForge extension (`training.tuning`): which weights a job trains."""
 
-    AUTO = "auto"  # the decision tree in tuneforge/tuning.py: memory x model size
+    AUTO = "auto"  # tuneforge/memory.py:choose_tuning: memory x model size
     LORA = "lora"  # a LoRA adapter on a frozen base (4-bit base only when it would not fit)
     QLORA = "qlora"  # a LoRA adapter on a 4-bit NF4 base
     FULL = "full"  # every weight
