@@ -25,6 +25,7 @@ from serving.keys import server_key
 from serving.process import VllmProcess, start_vllm
 from serving.registry import Registry, Replica, ReplicaState
 from serving.vllm import ReplicaUnreachable, VllmClient
+from tuneforge.base_models import check_startable
 from tuneforge.settings import Settings, VllmServerSettings
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class Supervisor:
         self._unhealthy_since: dict[str, float] = {}
         counts: dict[str, int] = {}
         for server in settings.inference_servers():
+            if not server.url:  # what a started server could never serve: refused now
+                check_startable(settings, server.base_model)
             index = counts[server.base_model] = counts.get(server.base_model, 0) + 1
             replica_id = f"{server.base_model}#{index}"
             key = server_key(settings, server)

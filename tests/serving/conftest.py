@@ -150,13 +150,13 @@ def adapters(adapter_builder: tuple[subprocess.Popen[bytes], Path]) -> list[Path
 
 
 async def request_serving(services, job_id: str, model: str, prefix: str, *,  # type: ignore[no-untyped-def]
-                          wait_seconds: float = 300) -> float:
+                          wait_seconds: float = 300, base: str = BASE) -> float:
     """What a worker does when training ends: write a serving request and wait for the API's
     serving plane to answer it. Returns the seconds from the request to the model answering
     on every replica; fails on a refusal or no answer."""
     request_id = new_id("srv-")
     async with services.ctx.sessions() as session, session.begin():
-        session.add(ServingRequest(id=request_id, job_id=job_id, model=model, base_model=BASE,
+        session.add(ServingRequest(id=request_id, job_id=job_id, model=model, base_model=base,
                                    adapter_prefix=prefix, requested_at=time.time()))
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
@@ -171,24 +171,24 @@ async def request_serving(services, job_id: str, model: str, prefix: str, *,  # 
 
 
 async def new_model(services, client: openai.OpenAI, adapter: Path, suffix: str, *,  # type: ignore[no-untyped-def]
-                    serve: bool = False) -> str:
+                    serve: bool = False, base: str = BASE) -> str:
     """A succeeded job whose adapter is `adapter`, as a worker would leave it; with `serve`,
     made servable first through a serving request (as the worker does before it marks the job
     succeeded)."""
     file_id = client.files.create(file=("t.jsonl", io.BytesIO(chat_jsonl())),
                                   purpose="fine-tune").id
-    job = client.fine_tuning.jobs.create(model=BASE, training_file=file_id, suffix=suffix)
+    job = client.fine_tuning.jobs.create(model=base, training_file=file_id, suffix=suffix)
     jobs = services.protocol
     assert await until_validated(services, job.id) == "queued"
     # Held like a worker holds it (the API's reconciler requeues a running job nobody holds).
     assert await jobs.claim(job.id, _WORKER, 3600)
     assert await jobs.advance(job.id, [JobStatus.QUEUED], JobStatus.RUNNING,
                               worker_id=_WORKER)
-    name = fine_tuned_model_name(BASE, job.organization_id, suffix, job.id)
+    name = fine_tuned_model_name(base, job.organization_id, suffix, job.id)
     prefix = adapter_prefix(job.id)
     await services.ctx.store.upload_dir(adapter, prefix)
     if serve:
-        assert await request_serving(services, job.id, name, prefix) > 0
+        assert await request_serving(services, job.id, name, prefix, base=base) > 0
     assert await jobs.succeed(job.id, fine_tuned_model=name, result_files=[],
                               trained_tokens=1, worker_id=_WORKER)
     return name

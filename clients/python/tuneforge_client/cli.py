@@ -697,21 +697,36 @@ def models_list(as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json(page.to_dict())
         return
-    table = Table("id", "owned_by", "created", "tuning", "parent")
+    table = Table("id", "owned_by", "created", "tuning", "parent", "context")
     for m in page.data:
         table.add_row(escape(m.id), m.owned_by, _when(m.created), m.tuning or "",
-                      escape(m.parent or ""))
+                      escape(m.parent or ""),
+                      "" if m.context_length is None else str(m.context_length))
     out.print(table)
 
 
 @models_app.command("get")
 def models_get(model: str, as_json: JsonFlag = False) -> None:
-    """Show a model."""
+    """Show a model: a base model with what it supports (context, methods, tools, stop
+    tokens), a fine-tuned one with its base, tuning and parent."""
     with options.client() as client:
         try:
-            _show(client.models.get(model), as_json)
+            found = client.models.get(model)
         except TuneForgeError as exc:
             _fail(exc, as_json)
+    if as_json:
+        _print_json(found.to_dict())
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in found.to_dict().items():
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
+        elif key == "created":
+            value = _when(value)
+        table.add_row(f"[bold]{key}[/bold]", escape(str(value)))
+    out.print(table)
 
 
 @models_app.command("delete")
@@ -784,6 +799,9 @@ def _ask(client: TuneForge, model: str, history: list[dict[str, Any]], stream: b
         print(completion.content)
     return completion.content
 
+
+# `tuneforge webhooks …` lives in its own module, which adds itself to `app`.
+from tuneforge_client import webhooks_cli  # noqa: E402, F401
 
 # ---- entry point -------------------------------------------------------------------------
 

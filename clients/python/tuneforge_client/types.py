@@ -328,7 +328,10 @@ class FineTuningJobCheckpoint(_Object):
 
 @dataclass(frozen=True)
 class Model(_Object):
-    _omit_if_none = frozenset({"base_model", "tuning", "parent"})
+    _omit_if_none = frozenset({
+        "base_model", "tuning", "parent", "architecture", "family", "max_position_embeddings",
+        "context_length", "chat_template", "methods", "tunings", "supports_tools",
+        "stop_tokens"})
 
     id: str
     created: int
@@ -338,6 +341,17 @@ class Model(_Object):
     base_model: str | None = None
     tuning: str | None = None
     parent: str | None = None
+    # TuneForge extensions on base models: what the model supports (None: not known).
+    architecture: str | None = None  # e.g. "LlamaForCausalLM"
+    family: str | None = None  # config.json model_type, e.g. "llama", "qwen2"
+    max_position_embeddings: int | None = None  # the longest context the model was built for
+    # The longest context a request can use (at most the inference servers' max_model_len).
+    context_length: int | None = None
+    chat_template: bool | None = None
+    methods: list[str] | None = None  # "supervised", "dpo"
+    tunings: list[str] | None = None  # "lora", "qlora", "full", "spectrum"
+    supports_tools: bool | None = None  # the chat template renders tools and tool calls
+    stop_tokens: list[str] | None = None  # what generation stops on
     object: Literal["model"] = "model"
 
 
