@@ -219,6 +219,10 @@ class JobRunner:
                 worker_id=self.worker_id,
             )
             return "failed: invalid data"
+        except TrainingError as exc:  # the base model cannot be prepared
+            await self.jobs.fail(self.job_id, code=exc.code, message=exc.message, param="model",
+                                 worker_id=self.worker_id)
+            return f"failed: {exc.code}"
         if status == JobStatus.VALIDATING_FILES and not await self.jobs.advance(
             self.job_id,
             [JobStatus.VALIDATING_FILES],
@@ -244,6 +248,11 @@ class JobRunner:
                 self.job_id, code=exc.code, message=exc.message, worker_id=self.worker_id
             )
             return f"failed: {exc.code}"
+        except DataError as exc:  # an example the chat template cannot mask (validation file)
+            param = "validation_file" if exc.code == "invalid_validation_file" else "training_file"
+            await self.jobs.fail(self.job_id, code=exc.code, message=exc.message, param=param,
+                                 worker_id=self.worker_id)
+            return "failed: invalid data"
 
     # ---- stages ------------------------------------------------------------------------
 
@@ -257,10 +266,23 @@ class JobRunner:
         return train_path, valid_path
 
     async def _base_model(self, spec: JobSpec) -> Path:
-        """The served base model's directory (`spec.model` may be a fine-tuned parent)."""
-        from tuneforge.base_models import base_model_directory
+        """The served base model's directory (`spec.model` may be a fine-tuned parent). One
+        this worker cannot prepare fails the job with `base_model_unavailable`; the reason,
+        which names this machine's paths, goes to the log only."""
+        from trainer.errors import TrainingError
+        from tuneforge.base_models import BaseModelError, base_model_directory
 
-        return await asyncio.to_thread(base_model_directory, self.settings, spec.base_model)
+        try:
+            return await asyncio.to_thread(base_model_directory, self.settings,
+                                           spec.base_model)
+        except BaseModelError as exc:
+            log.error("job %s: base model %s cannot be prepared: %s", self.job_id,
+                      spec.base_model, exc)
+            raise TrainingError(
+                "base_model_unavailable",
+                f"Base model '{spec.base_model}' is not available on the worker that took "
+                "this job (its files are missing or incomplete); ask the operator to check "
+                "its registration.") from exc
 
     async def _download_parent(self, spec: JobSpec) -> Path | None:
         """The parent model's weights (a PEFT adapter, or a checkpoint whose optimizer state
