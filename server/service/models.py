@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth import Principal
@@ -166,6 +166,7 @@ class ModelService:
                 return _tuned_object(row.FineTunedModel, row.parent)
             found = (await session.execute(
                 select(JobCheckpoint, Job).join(Job, Job.id == JobCheckpoint.job_id)
+                .where(~_model_deleted(Job.id))
                 .where(Job.organization_id == principal.organization_id,
                        JobCheckpoint.fine_tuned_model_checkpoint == model_id)
             )).one_or_none()
@@ -333,7 +334,8 @@ class ModelService:
                        func.coalesce(Job.base_model, Job.model).label("base"),
                        Job.resolved_training, Job.training)
                 .join(Job, Job.id == JobCheckpoint.job_id)
-                .where(JobCheckpoint.fine_tuned_model_checkpoint.in_(ids)))
+                .where(JobCheckpoint.fine_tuned_model_checkpoint.in_(ids),
+                       ~_model_deleted(Job.id)))
         if organization_id is not None:
             stmt = stmt.where(Job.organization_id == organization_id)
         return {
@@ -344,3 +346,9 @@ class ModelService:
                 else "adapter")
             for row in (await session.execute(stmt)).all()
         }
+
+
+def _model_deleted(job_id: Any) -> ColumnElement[bool]:
+    """Whether the model of job `job_id` was deleted: its checkpoints went with it."""
+    return exists().where(FineTunedModel.job_id == job_id,
+                          FineTunedModel.deleted_at.is_not(None))

@@ -7,6 +7,7 @@ import io
 
 import httpx
 import openai
+import pytest
 
 from tests.api.data import chat_jsonl
 from tests.api.test_models import finish_job
@@ -93,3 +94,21 @@ async def test_storage_usage_counts_files_models_checkpoints_and_owed_removals(
     freed = usage(client)
     assert (freed["models"], freed["checkpoints"]) == (before["models"], before["checkpoints"])
     assert freed["pending_deletion"] == after["pending_deletion"]
+
+
+async def test_the_checkpoints_of_a_deleted_model_go_with_it(
+        client: openai.OpenAI, services) -> None:  # type: ignore[no-untyped-def]
+    job_id = await finish_job(services, client, "ckpts")
+    name = client.fine_tuning.jobs.retrieve(job_id).fine_tuned_model
+    checkpoint = f"{name}:ckpt-step-4"
+    await services.protocol.add_checkpoint(job_id, step=4, metrics={"step": 4},
+                                           model_name=checkpoint)
+    assert client.models.retrieve(checkpoint).id == checkpoint
+    assert client.models.delete(name).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve(checkpoint)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=checkpoint, max_tokens=1,
+                                       messages=[{"role": "user", "content": "hi"}])
+    # The job still lists it, as OpenAI lists a job's checkpoints.
+    assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job_id).data] == [4]
