@@ -6,7 +6,7 @@ import json
 import statistics
 from typing import Any
 
-from trainer.encode import ChatFormatter
+from trainer.encode import ChatFormatter, MaskError
 from trainer.examples import LoadedData
 from tuneforge.data_formats import DpoExample, SftExample
 
@@ -51,7 +51,10 @@ def build_report(data: LoadedData, tokenizer: Any, max_length: int) -> dict[str,
     seen: dict[str, int] = {}
     duplicates: list[int] = []
     for example in data.examples:
-        n = _token_count(formatter, example)
+        try:
+            n = _token_count(formatter, example)
+        except MaskError as exc:
+            raise exc.data_error() from None
         counts.append(n)
         if n > max_length:
             over.append(example.line)

@@ -16,10 +16,9 @@ def load_tokenizer(model_dir: Path) -> Any:
     offline()
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    from trainer.families import apply_special_token_policy
+
+    return apply_special_token_policy(AutoTokenizer.from_pretrained(str(model_dir)))
 
 
 def disable_bnb_cpu_repack(model: torch.nn.Module) -> int:

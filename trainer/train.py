@@ -86,10 +86,9 @@ def train(
 
     max_length = max_length or spec.training.max_seq_length or DEFAULT_MAX_SEQ_LENGTH
     tokenizer = load_tokenizer(base_model_dir)
-    formatter = ChatFormatter.for_tokenizer(tokenizer)
-    if spec.method == MethodType.SUPERVISED and formatter.training_template is None:
-        say("the chat template has no known assistant markers; assistant tokens are located "
-            "by rendering conversation prefixes", "warn")
+    formatter = ChatFormatter.for_tokenizer(tokenizer, model_name=spec.base_model or None)
+    if spec.method == MethodType.SUPERVISED:
+        say(f"Loss mask: assistant tokens located by {formatter.mask_method.value}")
     data = load_data(spec, formatter, train_file, validation_file, max_length, say, files)
     prior = read_run_state(resume_from) if resume_from else {}
     plan = plan_run(spec, base_model_dir, data, say=say,

@@ -7,7 +7,9 @@ import random
 import pytest
 
 from trainer.chat_template import (
+    MaskMethod,
     TemplateError,
+    choose_training_template,
     make_training_template,
     probe_conversations,
     training_template_for,
@@ -88,3 +90,18 @@ def test_verify_catches_a_template_that_renders_differently(tokenizer):
     broken = make_training_template(stock).replace("{{ '\n' }}", "{{ '\n\n' }}")
     with pytest.raises(TemplateError):
         verify_training_template(tokenizer, stock, broken)
+
+
+def test_verify_catches_a_template_that_leaves_the_end_of_turn_token_unmarked(tokenizer):
+    stock = tokenizer.chat_template
+    unmarked = make_training_template(stock).replace(
+        "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}",
+        "{% generation %}{{ message['content'] }}{% endgeneration %}{{ '<|im_end|>' }}")
+    with pytest.raises(TemplateError, match="end-of-turn"):
+        verify_training_template(tokenizer, stock, unmarked)
+
+
+def test_smollm2_keeps_its_own_rule(tokenizer):
+    chosen = choose_training_template(tokenizer)
+    assert chosen.method == MaskMethod.RULE
+    assert chosen.template == make_training_template(tokenizer.chat_template)

@@ -9,8 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from trainer.data import ValidatedFiles, validate_files
-from trainer.encode import ChatFormatter
-from trainer.errors import TRAINING_FAILED, TrainingError
+from trainer.encode import ChatFormatter, MaskError
+from trainer.errors import (
+    INVALID_TRAINING_FILE,
+    INVALID_VALIDATION_FILE,
+    TRAINING_FAILED,
+    TrainingError,
+)
 from trainer.tokenized import dpo_rows, sft_rows, to_dataset
 from tuneforge.domain import JobSpec, MethodType
 from tuneforge.resolve import held_out_count
@@ -61,7 +66,10 @@ def load_data(
         else:
             say("the training file has a single example: nothing held out for validation",
                 "warn")
-    rows, stats = rows_fn(examples, formatter, max_length)
+    try:
+        rows, stats = rows_fn(examples, formatter, max_length)
+    except MaskError as exc:
+        raise exc.data_error() from None
     if not rows:
         raise TrainingError(
             TRAINING_FAILED,
@@ -81,7 +89,11 @@ def load_data(
         )
     valid = None
     if valid_examples:
-        valid_rows, _ = rows_fn(valid_examples, formatter, max_length)
+        try:
+            valid_rows, _ = rows_fn(valid_examples, formatter, max_length)
+        except MaskError as exc:
+            code = INVALID_TRAINING_FILE if files.valid is None else INVALID_VALIDATION_FILE
+            raise exc.data_error(code) from None
         if valid_rows:
             valid = to_dataset(valid_rows)
             say(f"Validation data: {len(valid_rows)} examples")
