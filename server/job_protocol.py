@@ -21,6 +21,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.db.models import File, FineTunedModel, Job, JobCheckpoint, JobEvent, ServingRequest
+from server.webhook_outbox import enqueue_job_event
 from tuneforge.domain import (
     ACTIVE_STATUSES,
     DpoHyperparameters,
@@ -92,14 +93,18 @@ async def transition(session: AsyncSession, job_id: str, allowed: Iterable[JobSt
                      to: JobStatus, *, worker_id: str | None = None,
                      require_free_lease: bool = False, **values: Any) -> bool:
     """One guarded UPDATE: the job moves to `to` only from an `allowed` status (and, with
-    `worker_id`, only while that worker holds the lease). Returns whether it moved."""
+    `worker_id`, only while that worker holds the lease). Returns whether it moved. A move to
+    an end (or to paused) writes its webhook deliveries in the same transaction."""
     stmt = update(Job).where(Job.id == job_id, Job.status.in_(status_values(allowed)))
     if worker_id is not None:
         stmt = stmt.where(*holds_lease(worker_id))
     if require_free_lease:
         stmt = stmt.where(lease_is_free())
     result = await session.execute(stmt.values(status=to, updated_at=now(), **values))
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    await enqueue_job_event(session, job_id, to)  # the webhook outbox, in this transaction
+    return True
 
 
 async def fence(session: AsyncSession, job_id: str, worker_id: str | None) -> None:

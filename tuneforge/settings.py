@@ -264,6 +264,26 @@ class TracingSettings(BaseModel):
     service_name: str = "tuneforge"
 
 
+class WebhookSettings(BaseModel):
+    """Webhook deliveries (`docs/webhooks.md`): an outbox in the database, sent by the API
+    process with exponential backoff until `retry_period_seconds` after the event."""
+
+    # Keep retrying a delivery this long after its event (OpenAI retries for 72 hours).
+    retry_period_seconds: float = Field(default=72 * 3600.0, gt=0)
+    # The wait after the first failed attempt; it doubles with every failure, up to the max.
+    base_delay_seconds: float = Field(default=5.0, gt=0)
+    max_delay_seconds: float = Field(default=3600.0, gt=0)
+    # One attempt's HTTP deadline (connect, send, answer).
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    # How often the API looks for due deliveries.
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
+    # Deliveries sent at once by one API process.
+    max_concurrent: int = Field(default=8, ge=1)
+    # Targets on loopback, private, link-local, multicast or reserved addresses are refused
+    # (server-side request forgery) unless this is set: for a receiver on the API's own network.
+    allow_private_targets: bool = False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TUNEFORGE_", env_nested_delimiter="__", extra="ignore"
@@ -320,6 +340,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     planning: PlanningSettings = Field(default_factory=PlanningSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     base_models: list[BaseModelEntry] = Field(
         default_factory=lambda: [BaseModelEntry(name="SmolLM2-135M-Instruct")]

@@ -26,6 +26,7 @@ from server.api.routes.models import ModelsController
 from server.api.routes.plan import PlanController
 from server.api.routes.uploads import UploadsController
 from server.api.routes.usage import UsageController
+from server.api.routes.webhooks import WebhookEndpointsController
 from server.observability import metrics as http_metrics
 from server.observability import request_id as request_context
 from server.reconciler import run_forever
@@ -104,14 +105,15 @@ def create_app(services: Services, *, run_reconciler: bool = True) -> Litestar:
         services.models.on_delete.append(serving.forget)
         services.models.on_delete.append(services.model_storage.freed_after_delete)
         await serving.start()
-        task = None
+        tasks = []
         if run_reconciler:
-            task = asyncio.create_task(
-                run_forever(services, services.ctx.settings.reconcile_interval_seconds))
+            tasks.append(asyncio.create_task(
+                run_forever(services, services.ctx.settings.reconcile_interval_seconds)))
+            tasks.append(asyncio.create_task(services.webhook_sender.run_forever()))
         try:
             yield
         finally:
-            if task:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -122,7 +124,7 @@ def create_app(services: Services, *, run_reconciler: bool = True) -> Litestar:
     app = Litestar(
         route_handlers=[FilesController, UploadsController, PlanController, JobsController,
                         ModelsController, UsageController, InferenceController, *dashboard_routes(),
-                        *health_routes],
+                        WebhookEndpointsController, *health_routes],
         dependencies={"services": Provide(provide_services),
                       "principal": Provide(provide_principal)},
         exception_handlers={

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
     from litestar.typing import FieldDefinition
 
-REQUESTS_MODULE = "server.service.requests"
+# The modules whose pydantic models are request bodies.
+REQUESTS_MODULES = ("server.service.requests", "server.service.webhook_objects")
 
 
 def _multipart(properties: dict[str, Schema], required: list[str]) -> RequestBody:
@@ -122,7 +123,8 @@ class RequestBodySchemaPlugin(OpenAPISchemaPlugin):
     @staticmethod
     def is_plugin_supported_type(value: Any) -> bool:
         return (isinstance(value, type) and issubclass(value, BaseModel)
-                and value.__module__ == REQUESTS_MODULE)
+                and value.__module__ in REQUESTS_MODULES
+                and value.__name__.endswith("Request"))
 
     def to_openapi_schema(self, field_definition: FieldDefinition,
                           schema_creator: SchemaCreator) -> Schema:

@@ -1,4 +1,4 @@
-"""The grpc.aio server: the three `tuneforge.v1` services plus health checking and reflection."""
+"""The grpc.aio server: the `tuneforge.v1` services plus health checking and reflection."""
 
 from __future__ import annotations
 
@@ -15,9 +15,12 @@ from server.grpc.pb.tuneforge.v1 import (
     fine_tuning_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
+    webhooks_pb2,
+    webhooks_pb2_grpc,
 )
 from server.grpc.request_id import RequestIdInterceptor
 from server.grpc.servicers import FilesServicer, FineTuningServicer, ModelsServicer
+from server.grpc.webhooks import WebhooksServicer
 from server.service import Services
 from tuneforge.settings import Settings
 
@@ -29,6 +32,7 @@ SERVICE_NAMES = (
     files_pb2.DESCRIPTOR.services_by_name["Files"].full_name,
     fine_tuning_pb2.DESCRIPTOR.services_by_name["FineTuning"].full_name,
     models_pb2.DESCRIPTOR.services_by_name["Models"].full_name,
+    webhooks_pb2.DESCRIPTOR.services_by_name["Webhooks"].full_name,
 )
 
 
@@ -59,6 +63,7 @@ async def start_grpc(services: Services, settings: Settings) -> GrpcServer:
     files_pb2_grpc.add_FilesServicer_to_server(FilesServicer(services), server)
     fine_tuning_pb2_grpc.add_FineTuningServicer_to_server(FineTuningServicer(services), server)
     models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(services), server)
+    webhooks_pb2_grpc.add_WebhooksServicer_to_server(WebhooksServicer(services), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

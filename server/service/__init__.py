@@ -11,6 +11,8 @@ from server.service.models import ModelService
 from server.service.uploads import UploadService
 from server.service.usage import UsageService
 from server.service.validation import ValidationService
+from server.service.webhook_delivery import WebhookSender
+from server.service.webhooks import WebhookService
 
 
 class Services:
@@ -28,3 +30,6 @@ class Services:
         # Deleted models' weights leave S3 (on delete, and owed removals on reconcile passes).
         self.model_storage = ModelStorage(ctx)
         self.usage = UsageService(ctx)
+        # Webhook endpoints, and the sender of their outbox (run by the API process).
+        self.webhooks = WebhookService(ctx)
+        self.webhook_sender = WebhookSender(ctx)

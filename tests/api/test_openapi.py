@@ -60,6 +60,12 @@ _HOOKS = textwrap.dedent('''
         # An uploaded file's bytes (JSONL for `fine-tune`) and its multipart filename are
         # beyond what a schema for a binary part can state.
         "invalid_file_format",
+        # A webhook URL whose host is (or resolves to) a non-public address, which the
+        # server's `webhooks.allow_private_targets` decides.
+        "webhook_target_not_allowed",
+        # A W&B key for the organization or an MLflow tracking server: the server's
+        # `tracking` settings decide (docs/tracking.md).
+        "integration_not_configured",
     }
     # (method, path, param) the document cannot bound yet, each with the change it waits on.
     KNOWN_GAPS: set[tuple[str, str, str]] = set()

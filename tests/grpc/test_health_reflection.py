@@ -6,7 +6,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-SERVICES = ("tuneforge.v1.Files", "tuneforge.v1.FineTuning", "tuneforge.v1.Models")
+SERVICES = ("tuneforge.v1.Files", "tuneforge.v1.FineTuning", "tuneforge.v1.Models",
+            "tuneforge.v1.Webhooks")
 
 
 def test_health(channel: grpc.Channel) -> None:

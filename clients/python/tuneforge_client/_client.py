@@ -30,6 +30,7 @@ from tuneforge_client.errors import (
     TuneForgeError,
 )
 from tuneforge_client.plans import JobPlan  # plan (TuneForge extension)
+from tuneforge_client.webhooks import AsyncWebhooks, Webhooks
 
 T = TypeVar("T")
 ProgressCallback = Callable[[int, int], None]
@@ -127,6 +128,7 @@ class AsyncTuneForge:
         self.files = AsyncFiles(self)
         self.jobs = AsyncJobs(self)
         self.models = AsyncModels(self)
+        self.webhooks = AsyncWebhooks(self)
 
     @property
     def transport(self) -> str:
@@ -443,6 +445,7 @@ class TuneForge:
         self.files = Files(self._async.files, self._portal)
         self.jobs = Jobs(self._async.jobs, self._portal)
         self.models = Models(self._async.models, self._portal)
+        self.webhooks = Webhooks(self._async.webhooks, self._portal)
 
     @property
     def transport(self) -> str:
