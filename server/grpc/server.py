@@ -8,6 +8,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server.grpc.organization import OrganizationServicer
 from server.grpc.pb.tuneforge.v1 import (
     files_pb2,
     files_pb2_grpc,
@@ -15,6 +16,8 @@ from server.grpc.pb.tuneforge.v1 import (
     fine_tuning_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
+    organization_pb2,
+    organization_pb2_grpc,
     webhooks_pb2,
     webhooks_pb2_grpc,
 )
@@ -33,6 +36,7 @@ SERVICE_NAMES = (
     fine_tuning_pb2.DESCRIPTOR.services_by_name["FineTuning"].full_name,
     models_pb2.DESCRIPTOR.services_by_name["Models"].full_name,
     webhooks_pb2.DESCRIPTOR.services_by_name["Webhooks"].full_name,
+    organization_pb2.DESCRIPTOR.services_by_name["Organization"].full_name,
 )
 
 
@@ -64,6 +68,8 @@ async def start_grpc(services: Services, settings: Settings) -> GrpcServer:
     fine_tuning_pb2_grpc.add_FineTuningServicer_to_server(FineTuningServicer(services), server)
     models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(services), server)
     webhooks_pb2_grpc.add_WebhooksServicer_to_server(WebhooksServicer(services), server)
+    organization_pb2_grpc.add_OrganizationServicer_to_server(OrganizationServicer(services),
+                                                             server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -7,7 +7,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 SERVICES = ("tuneforge.v1.Files", "tuneforge.v1.FineTuning", "tuneforge.v1.Models",
-            "tuneforge.v1.Webhooks")
+            "tuneforge.v1.Webhooks", "tuneforge.v1.Organization")
 
 
 def test_health(channel: grpc.Channel) -> None:

@@ -29,6 +29,7 @@ from tuneforge_client.errors import (
     ServiceUnavailableError,
     TuneForgeError,
 )
+from tuneforge_client.organization import AsyncOrganization, Organization
 from tuneforge_client.plans import JobPlan  # plan (TuneForge extension)
 from tuneforge_client.webhooks import AsyncWebhooks, Webhooks
 
@@ -129,6 +130,7 @@ class AsyncTuneForge:
         self.jobs = AsyncJobs(self)
         self.models = AsyncModels(self)
         self.webhooks = AsyncWebhooks(self)
+        self.organization = AsyncOrganization(self)
 
     @property
     def transport(self) -> str:
@@ -446,6 +448,7 @@ class TuneForge:
         self.jobs = Jobs(self._async.jobs, self._portal)
         self.models = Models(self._async.models, self._portal)
         self.webhooks = Webhooks(self._async.webhooks, self._portal)
+        self.organization = Organization(self._async.organization, self._portal)
 
     @property
     def transport(self) -> str:

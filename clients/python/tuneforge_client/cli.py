@@ -801,7 +801,7 @@ def _ask(client: TuneForge, model: str, history: list[dict[str, Any]], stream: b
 
 
 # `tuneforge webhooks …` lives in its own module, which adds itself to `app`.
-from tuneforge_client import webhooks_cli  # noqa: E402, F401
+from tuneforge_client import organization_cli, webhooks_cli  # noqa: E402, F401
 
 # ---- entry point -------------------------------------------------------------------------
 
