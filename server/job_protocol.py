@@ -28,11 +28,13 @@ from tuneforge.domain import (
     EventLevel,
     EventType,
     FilePurpose,
+    Integration,
     JobSpec,
     JobStatus,
     LoraConfig,
     MethodType,
     ParentModel,
+    TrackingRun,
     TrainingConfig,
     new_id,
     now,
@@ -152,6 +154,8 @@ class JobProtocol:
             base_model=row.base_model or row.model,
             training=TrainingConfig(**(row.training or {})),
             parent=ParentModel(**row.parent) if row.parent else None,
+            integrations=[Integration(**i) for i in row.integrations or []],
+            tracking_runs=[TrackingRun(**r) for r in row.tracking_runs or []],
         )
 
     async def origin(self, job_id: str) -> tuple[str | None, str | None]:
@@ -301,6 +305,20 @@ class JobProtocol:
         async with self.sessions() as session, session.begin():
             await fence(session, job_id, worker_id)
             await record_event(session, job_id, message, level=level, type=type, data=data)
+
+    async def add_tracking_run(self, job_id: str, run: TrackingRun, message: str, *,
+                               worker_id: str | None = None) -> None:
+        """Show a tracker run on the job (replacing an earlier one of the same integration)
+        and say so in an event, in one transaction."""
+        async with self.sessions() as session, session.begin():
+            await fence(session, job_id, worker_id)
+            row = (await session.execute(select(Job).where(Job.id == job_id))).scalar_one()
+            runs = [r for r in row.tracking_runs or [] if r.get("index") != run.index]
+            row.tracking_runs = sorted([*runs, run.model_dump(mode="json")],
+                                       key=lambda r: r["index"])
+            await record_event(session, job_id, message,
+                               data={"tracking_run": run.model_dump(mode="json",
+                                                                    exclude={"index"})})
 
     async def add_checkpoint(self, job_id: str, *, step: int, metrics: dict[str, Any],
                              model_name: str, worker_id: str | None = None) -> JobCheckpoint:

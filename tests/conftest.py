@@ -31,7 +31,7 @@ from tuneforge.processes import (
     start_s3,
     wait_until,
 )
-from tuneforge.settings import S3Settings, Settings
+from tuneforge.settings import S3Settings, Settings, TrackingSettings
 
 REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN_DSN = os.environ.get("TUNEFORGE_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
@@ -149,6 +149,9 @@ def settings(tmp_root: Path, database_url: str, redis_url: str, s3: S3Settings) 
         port=free_port(), grpc_port=free_port(), queue_name=f"tf-test-{uuid.uuid4().hex[:6]}",
         reconcile_interval_seconds=1.0, max_upload_bytes=2 * 1024**3,
         worker_lease_seconds=9, resume_wait_seconds=5.0, model_cache_dir=MODEL_CACHE,
+        # W&B without network or key; MLflow integrations bring the URI of a test server.
+        tracking=TrackingSettings(wandb_mode="offline", mlflow_allow_integration_uri=True,
+                                  mlflow_request_timeout_seconds=2, mlflow_request_retries=0),
     )
     upgrade(database_url)
     return result

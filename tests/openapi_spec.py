@@ -104,6 +104,12 @@ EXTENSIONS: dict[str, dict[str, Any]] = {
         # A job continuing a fine-tuned model (`model: "ft:…"`): its base model and parent.
         "base_model": _STRING,
         "parent_model": _STRING,
+        # The W&B / MLflow runs the worker started for `integrations` (docs/tracking.md).
+        "tracking_runs": {"type": "array", "items": {
+            "type": "object", "required": ["type", "run_id", "url"],
+            "additionalProperties": False,
+            "properties": {"type": {"enum": ["wandb", "mlflow"]}, "run_id": _STRING,
+                           "url": {"type": ["string", "null"]}}}},
     },
     # A fine-tuned model's base model, tuning type and parent (absent on base models); a base
     # model's card (`tuneforge/model_card.py`; absent on fine-tuned models).

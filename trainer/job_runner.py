@@ -57,6 +57,7 @@ from tuneforge.settings import Settings
 
 if TYPE_CHECKING:  # the worker imports the training library only when it runs a job
     from trainer.data import ValidatedFiles
+    from trainer.tracking import TrackingFanOut
 
 log = logging.getLogger(__name__)
 
@@ -339,11 +340,13 @@ class JobRunner:
         if resume_from is not None:
             await self._event(f"Resuming from checkpoint {resume_from.name}")
         writes = self.writes = BackgroundWrites(self.loop, on_failure=self._write_failed)
+        tracking = self._start_tracking(spec, writes)
         callbacks = TrainCallbacks(
             on_message=lambda message, level: writes.record(
                 lambda: self._event(message, level=EventLevel(level))
             ),
             on_metrics=lambda metrics: (worker_metrics.record_progress(metrics),
+                                        tracking.log(metrics),
                                         writes.record(lambda: self._metrics(dict(metrics)))),
             on_checkpoint=lambda step, path, metrics: self._hand_over_checkpoint(
                 step, path, dict(metrics), model_name
@@ -368,6 +371,7 @@ class JobRunner:
                 merge=False,
             )
         )
+        result: Any = None
         try:
             try:
                 with tracing.span("job.train"):
@@ -378,6 +382,9 @@ class JobRunner:
                     await training
                 raise
         finally:
+            # The trackers close with the training's outcome, their last events still
+            # through the run's writes (`_publish` succeeding is not waited for).
+            await self._finish_tracking(tracking, result, model_name)
             # Nothing of the run may still be writing when it publishes, pauses or ends: a
             # pause's checkpoint is recorded before the run lets go of the job.
             await writes.close()
@@ -395,6 +402,40 @@ class JobRunner:
             return result.status  # paused or cancelled: the state was changed by the user
         with tracing.span("job.publish", attributes={"tuneforge.model": model_name}):
             return await self._publish(spec, result, model_name)
+
+    def _start_tracking(self, spec: JobSpec, writes: BackgroundWrites) -> TrackingFanOut:
+        """The job's trackers, starting on their own thread while training begins: each run
+        that starts is shown on the job, with an event; a tracker that fails is a warning."""
+        from trainer.tracking import TrackingFanOut, values
+
+        tracking = TrackingFanOut.for_job(
+            spec, self.settings,
+            on_started=lambda run, message: writes.record(
+                lambda: self.jobs.add_tracking_run(self.job_id, run, message,
+                                                   worker_id=self.worker_id)),
+            on_warning=lambda message: writes.record(
+                lambda: self._event(message, level=EventLevel.WARN)))
+        if tracking:
+            tracking.start(values.hyperparameters(spec), values.config(spec))
+        return tracking
+
+    async def _finish_tracking(self, tracking: TrackingFanOut, result: Any,
+                               model_name: str) -> None:
+        if not tracking:
+            return
+        from trainer.tracking import values
+
+        outcome = values.final_result(result, model_name,
+                                      cancelled=self.stop_request == StopRequest.CANCEL)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(
+                tracking.finish(outcome, outcome["status"])),
+                self.settings.tracking.finish_timeout_seconds)
+        except Exception:  # a tracker never fails or holds up the job
+            log.warning("job %s: trackers did not finish", self.job_id, exc_info=True)
+            with contextlib.suppress(Exception):
+                await self._event("Experiment tracking did not finish in time; the job goes "
+                                  "on without it", level=EventLevel.WARN)
 
     def _write_failed(self, exc: BaseException) -> None:
         """A background write failed: stop training at the next step, saving nothing; the run

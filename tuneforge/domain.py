@@ -265,6 +265,48 @@ class ResolvedHyperparameters(BaseModel):
     beta: float | None = None
 
 
+class IntegrationType(StrEnum):
+    WANDB = "wandb"  # OpenAI's Weights & Biases integration
+    MLFLOW = "mlflow"  # TuneForge extension: an MLflow tracking server
+
+
+class WandbIntegration(BaseModel):
+    """OpenAI's `wandb` integration settings."""
+
+    project: str
+    entity: str | None = None
+    name: str | None = None
+    tags: list[str] | None = None
+
+
+class MlflowIntegration(BaseModel):
+    """TuneForge's `mlflow` integration settings: the run goes to `experiment` on
+    `tracking_uri` (default: the worker's `tracking.mlflow_tracking_uri`)."""
+
+    experiment: str
+    tracking_uri: str | None = None
+    run_name: str | None = None
+    tags: dict[str, str] | None = None
+
+
+class Integration(BaseModel):
+    """One entry of a job's `integrations`, as the worker honours it."""
+
+    type: IntegrationType
+    wandb: WandbIntegration | None = None
+    mlflow: MlflowIntegration | None = None
+
+
+class TrackingRun(BaseModel):
+    """The tracker run of one integration (`index` into the job's `integrations`): its id,
+    and its URL when the tracker has one (an offline W&B run has none)."""
+
+    index: int
+    type: IntegrationType
+    run_id: str
+    url: str | None = None
+
+
 class JobSpec(BaseModel):
     """Everything a worker needs to train one job; built by the server, read by the worker."""
 
@@ -282,6 +324,10 @@ class JobSpec(BaseModel):
     base_model: str = ""
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     parent: ParentModel | None = None
+    # Experiment trackers to log the run to, and the runs a previous run of the job started
+    # (a resumed job continues them).
+    integrations: list[Integration] = Field(default_factory=list)
+    tracking_runs: list[TrackingRun] = Field(default_factory=list)
 
     def model_post_init(self, context: Any, /) -> None:
         if not self.base_model:

@@ -4,6 +4,7 @@ plane raise it; the transports (REST, gRPC) render it as the envelope
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -37,6 +38,22 @@ class ApiError(Exception):
                 "code": self.code,
             }
         }
+
+
+def param_name(parts: Iterable[str | int]) -> str:
+    """A request parameter's name as OpenAI writes it: fields joined by dots, list positions
+    in brackets (`integrations[0].wandb.project`); a refused key of a mapping names the
+    mapping."""
+    parts = list(parts)
+    if "[key]" in parts:
+        parts = parts[:max(0, parts.index("[key]") - 1)]
+    name = ""
+    for part in parts:
+        if isinstance(part, int) or (isinstance(part, str) and part.isdigit() and name):
+            name += f"[{part}]"
+        else:
+            name += f".{part}" if name else str(part)
+    return name
 
 
 def invalid(message: str, *, param: str | None = None, code: str | None = None) -> ApiError:

@@ -284,6 +284,53 @@ class WebhookSettings(BaseModel):
     allow_private_targets: bool = False
 
 
+class TrackingSettings(BaseModel):
+    """Experiment tracking of jobs' `integrations` (`docs/tracking.md`), done by the worker.
+
+    Keys live here only, in the worker's (and, to refuse what cannot be honoured, the API's)
+    settings: never in the database, the queue, events or API output."""
+
+    # W&B API keys: one per organization (`{org_id: key}`), else the default one.
+    wandb_api_key: SecretStr = SecretStr("")
+    wandb_api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    # "offline" writes runs under `data_dir/tracking/wandb` (for `wandb sync` later) and needs
+    # no key; "online" logs to `wandb_base_url` and needs a key for the job's organization.
+    wandb_mode: Literal["online", "offline"] = "online"
+    wandb_base_url: str = "https://api.wandb.ai"
+    # The MLflow tracking server (`http(s)://host:port`) of integrations that name none.
+    mlflow_tracking_uri: str = ""
+    # Whether an `mlflow` integration may name its own `tracking_uri`: the worker then sends
+    # the run to a server the job's creator chose.
+    mlflow_allow_integration_uri: bool = False
+    # One MLflow request's deadline and retries: a tracking server that stops answering costs
+    # a run at most about (retries + 1) x timeout before it is given up (a warning event).
+    mlflow_request_timeout_seconds: float = Field(default=10.0, gt=0)
+    mlflow_request_retries: int = Field(default=1, ge=0, le=10)
+    # How long the end of a run waits for its trackers to close their runs (W&B online
+    # uploads what is left); past it the job goes on, with a warning event.
+    finish_timeout_seconds: float = Field(default=120.0, gt=0)
+
+    @field_serializer("wandb_api_key", when_used="json")
+    def _reveal_key_when_asked(self, value: SecretStr, info: SerializationInfo) -> str:
+        context = info.context or {}
+        return value.get_secret_value() if context.get("reveal") else str(value)
+
+    @field_serializer("wandb_api_keys", when_used="json")
+    def _reveal_keys_when_asked(self, value: dict[str, SecretStr],
+                                info: SerializationInfo) -> dict[str, str]:
+        context = info.context or {}
+        return {org: key.get_secret_value() if context.get("reveal") else str(key)
+                for org, key in value.items()}
+
+    def wandb_key(self, organization_id: str) -> str:
+        """The organization's W&B key, else the default one; empty when neither is set."""
+        key = self.wandb_api_keys.get(organization_id) or self.wandb_api_key
+        return key.get_secret_value()
+
+    def wandb_usable(self, organization_id: str) -> bool:
+        return self.wandb_mode == "offline" or bool(self.wandb_key(organization_id))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TUNEFORGE_", env_nested_delimiter="__", extra="ignore"
@@ -341,6 +388,7 @@ class Settings(BaseSettings):
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     planning: PlanningSettings = Field(default_factory=PlanningSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
 
     base_models: list[BaseModelEntry] = Field(
         default_factory=lambda: [BaseModelEntry(name="SmolLM2-135M-Instruct")]

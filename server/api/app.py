@@ -33,7 +33,7 @@ from server.reconciler import run_forever
 from server.service import Services
 from server.storage import StorageUnavailable
 from serving.plane import ServingPlane
-from tuneforge.errors import ApiError
+from tuneforge.errors import ApiError, param_name
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ def _api_error(_: Request, exc: ApiError) -> Response[dict[str, Any]]:
 def _validation_error(_: Request, exc: ValidationException) -> Response[dict[str, Any]]:
     errors = exc.extra if isinstance(exc.extra, list) else []
     first = errors[0] if errors and isinstance(errors[0], dict) else {}
-    param = first.get("key") or None
+    # Litestar joins list positions with dots (`integrations.0.type`).
+    param = param_name(str(first["key"]).split(".")) if first.get("key") else None
     detail = first.get("message") or exc.detail
     message = f"Invalid value for '{param}': {detail}" if param else str(detail)
     return _envelope(400, message, type="invalid_request_error", param=param,

@@ -103,6 +103,8 @@ class Job(Base):
     lora: Mapped[dict[str, Any]] = mapped_column(JSON)
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
     integrations: Mapped[list[Any] | None] = mapped_column(JSON)
+    # The tracker runs the worker started for `integrations` (`tuneforge.domain.TrackingRun`).
+    tracking_runs: Mapped[list[Any] | None] = mapped_column(JSON)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     fine_tuned_model: Mapped[str | None] = mapped_column(String(512))
     result_files: Mapped[list[Any]] = mapped_column(JSON, default=list)

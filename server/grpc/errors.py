@@ -15,7 +15,7 @@ from google.protobuf import any_pb2
 from pydantic import ValidationError
 
 from server.grpc.pb.tuneforge.v1 import errors_pb2
-from tuneforge.errors import ApiError
+from tuneforge.errors import ApiError, param_name
 
 DETAILS_KEY = "grpc-status-details-bin"
 
@@ -52,15 +52,12 @@ def from_validation(exc: ValidationError) -> ApiError:
     """A request that fails the service layer's request model: 400 naming the parameter, as
     over REST (`lora.rank`, `method.supervised.hyperparameters.n_epochs`, ...)."""
     first = exc.errors()[0] if exc.errors() else {}
-    keys: list[str] = []
+    keys: list[str | int] = []
     for part in first.get("loc", ()):
-        if isinstance(part, int):
-            keys.append(str(part))
-        elif _TYPE_NAMES.search(part):  # a union branch's tag, not a field
+        if isinstance(part, str) and _TYPE_NAMES.search(part):  # a union branch's tag
             break
-        else:
-            keys.append(part)
-    param = ".".join(keys) or None
+        keys.append(part)
+    param = param_name(keys) or None
     detail = first.get("msg", "invalid value")
     message = f"Invalid value for '{param}': {detail}" if param else detail
     return ApiError(400, message, param=param, code="invalid_value")

@@ -25,6 +25,7 @@ from server.job_protocol import lease_is_free, record_event, status_values, tran
 from server.observability.logging import current_request_id
 from server.observability.tracing import current_traceparent
 from server.service.context import Context
+from server.service.integrations import check_integrations
 from server.service.lora_targets import check_lora_targets
 from server.service.objects import (
     CheckpointObject,
@@ -83,6 +84,7 @@ class CheckedJobRequest:
     parent: ParentModel | None
     lora: LoraConfig
     training: TrainingConfig
+    integrations: list[dict[str, Any]] | None = None
 
 
 class JobService:
@@ -122,9 +124,11 @@ class JobService:
             if request.validation_file:
                 await self._check_file(session, principal, request.validation_file,
                                        "validation_file")
+        integrations = check_integrations(settings.tracking, principal.organization_id,
+                                          request.integrations)
         return CheckedJobRequest(method=method, hyperparameters=hyperparameters,
                                  base_model=base_model, parent=parent, lora=lora,
-                                 training=training)
+                                 training=training, integrations=integrations)
 
     async def create(self, principal: Principal, request: JobCreateRequest) -> FineTuningJobObject:
         checked = await self.check_request(principal, request)
@@ -141,8 +145,7 @@ class JobService:
                 base_model=checked.base_model,
                 parent=checked.parent.model_dump(mode="json") if checked.parent else None,
                 metadata_=request.metadata,
-                integrations=[i.model_dump() for i in request.integrations]
-                if request.integrations else None,
+                integrations=checked.integrations,
                 result_files=[], queue_job_id=first_queue_job_id(job_id),
                 # The request and trace that created it follow the job to the worker.
                 request_id=current_request_id(), traceparent=current_traceparent(),

@@ -124,9 +124,33 @@ class WandbObject(ApiObject):
     tags: list[str] | None = None
 
 
+class MlflowObject(ApiObject):
+    """TuneForge extension: an MLflow tracking server's experiment (`docs/tracking.md`)."""
+
+    omit_if_none = frozenset({"tracking_uri", "run_name", "tags"})
+
+    experiment: str
+    tracking_uri: str | None = None
+    run_name: str | None = None
+    tags: dict[str, str] | None = None
+
+
 class IntegrationObject(ApiObject):
-    type: Literal["wandb"]
-    wandb: WandbObject
+    """OpenAI's `wandb` integration, or TuneForge's `mlflow` one (each with its settings)."""
+
+    omit_if_none = frozenset({"wandb", "mlflow"})
+
+    type: Literal["wandb", "mlflow"]
+    wandb: WandbObject | None = None
+    mlflow: MlflowObject | None = None
+
+
+class TrackingRunObject(ApiObject):
+    """TuneForge extension: the tracker run the worker started for one integration."""
+
+    type: Literal["wandb", "mlflow"]
+    run_id: str
+    url: str | None = None
 
 
 class EarlyStoppingObject(ApiObject):
@@ -177,7 +201,7 @@ def training_object(requested: dict[str, Any] | None,
 
 
 class FineTuningJobObject(ApiObject):
-    omit_if_none = frozenset({"suffix", "base_model", "parent_model"})
+    omit_if_none = frozenset({"suffix", "base_model", "parent_model", "tracking_runs"})
 
     id: str
     object: Literal["fine_tuning.job"] = "fine_tuning.job"
@@ -206,6 +230,8 @@ class FineTuningJobObject(ApiObject):
     training: TrainingObject
     base_model: str | None = None
     parent_model: str | None = None
+    # The W&B / MLflow runs of `integrations`, once the worker started them.
+    tracking_runs: list[TrackingRunObject] | None = None
 
 
 class JobEventObject(ApiObject):
@@ -339,6 +365,8 @@ def job_object(row: db.Job) -> FineTuningJobObject:
         training=training_object(row.training, row.resolved_training),
         base_model=row.base_model if row.parent and row.base_model != row.model else None,
         parent_model=row.parent["model"] if row.parent else None,
+        tracking_runs=[TrackingRunObject(type=r["type"], run_id=r["run_id"], url=r.get("url"))
+                       for r in row.tracking_runs] if row.tracking_runs else None,
     )
 
 

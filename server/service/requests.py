@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from server.service.objects import IntegrationObject
+from server.service.objects import WandbObject
 from tuneforge.domain import (
     UPLOADABLE_PURPOSES,
     DpoHyperparameters,
@@ -78,6 +78,57 @@ def _upload_create_schema(schema: dict[str, Any]) -> None:
     schema["then"] = {"properties": {"filename": {"pattern": r"\.[jJ][sS][oO][nN][lL]$"}}}
 
 
+def _integration_schema(schema: dict[str, Any]) -> None:
+    # Each type carries its own settings object and not the other's.
+    schema["properties"]["type"] = {"type": "string", "enum": ["wandb", "mlflow"]}
+    schema["oneOf"] = [
+        {"required": ["wandb"], "properties": {"type": {"const": "wandb"},
+                                               "wandb": {"type": "object"},
+                                               "mlflow": {"type": "null"}}},
+        {"required": ["mlflow"], "properties": {"type": {"const": "mlflow"},
+                                                "mlflow": {"type": "object"},
+                                                "wandb": {"type": "null"}}},
+    ]
+
+
+# MLflow tag keys are also file names on its side: no '/', no leading '.'.
+MLFLOW_TAG_KEY_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_. -]*$"
+
+
+def _tag_keys_schema(schema: dict[str, Any]) -> None:
+    # pydantic states a key pattern as patternProperties, which leaves other keys allowed.
+    for pattern, values in schema.pop("patternProperties", {}).items():
+        schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
+        schema["additionalProperties"] = values
+
+
+class MlflowRequest(BaseModel):
+    """TuneForge's `mlflow` integration: the experiment on the operator's tracking server
+    (`tracking.mlflow_tracking_uri`), or on `tracking_uri` where the server allows one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    experiment: Annotated[str, Field(min_length=1, max_length=500)]
+    tracking_uri: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s/?#]+")] \
+        | None = None
+    run_name: Annotated[str, Field(min_length=1, max_length=250)] | None = None
+    tags: Annotated[dict[
+        Annotated[str, Field(min_length=1, max_length=250, pattern=MLFLOW_TAG_KEY_PATTERN)],
+        Annotated[str, Field(max_length=8000)]],
+        Field(max_length=50, json_schema_extra=_tag_keys_schema)] | None = None
+
+
+class IntegrationRequest(BaseModel):
+    """One of `integrations`: OpenAI's `wandb`, or TuneForge's `mlflow`. The service refuses
+    one that cannot be honoured (no W&B key, no MLflow server) with a 400 naming it."""
+
+    model_config = ConfigDict(json_schema_extra=_integration_schema)
+
+    type: str
+    wandb: WandbObject | None = None
+    mlflow: MlflowRequest | None = None
+
+
 class SupervisedMethodRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
@@ -112,7 +163,7 @@ class JobCreateRequest(BaseModel):
     metadata: Annotated[dict[str, Annotated[str, Field(max_length=512)]], Field(
         json_schema_extra={"maxProperties": 16, "propertyNames": {"maxLength": 64}},
     )] | None = None
-    integrations: list[IntegrationObject] | None = None
+    integrations: Annotated[list[IntegrationRequest], Field(max_length=5)] | None = None
     method: MethodRequest | None = None
     hyperparameters: Hyperparameters | None = None  # legacy form of method.supervised
     lora: LoraConfig | None = None

@@ -23,7 +23,10 @@ EVERY_PARAMETER: dict[str, Any] = {
     "suffix": "parity_v1.0",
     "metadata": {"team": "search", "run": "7"},
     "integrations": [{"type": "wandb", "wandb": {"project": "tf", "entity": "me",
-                                                  "tags": ["a", "b"]}}],
+                                                  "tags": ["a", "b"]}},
+                     {"type": "mlflow", "mlflow": {"experiment": "tf", "run_name": "r",
+                                                   "tracking_uri": "http://mlflow:5000",
+                                                   "tags": {"team": "search"}}}],
     "method": {"type": "supervised", "supervised": {"hyperparameters": {
         "n_epochs": 3, "batch_size": "auto", "learning_rate_multiplier": 0.5}}},
     "lora": {"rank": 8, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"],

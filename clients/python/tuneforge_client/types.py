@@ -226,14 +226,39 @@ class Wandb(_Object):
 
 
 @dataclass(frozen=True)
+class Mlflow(_Object):
+    """TuneForge extension: the MLflow experiment a job logs its run to."""
+
+    _omit_if_none = frozenset({"tracking_uri", "run_name", "tags"})
+
+    experiment: str
+    tracking_uri: str | None = None
+    run_name: str | None = None
+    tags: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class Integration(_Object):
-    type: Literal["wandb"]
-    wandb: Wandb
+    _omit_if_none = frozenset({"wandb", "mlflow"})
+
+    type: Literal["wandb", "mlflow"]
+    wandb: Wandb | None = None
+    mlflow: Mlflow | None = None
+
+
+@dataclass(frozen=True)
+class TrackingRun(_Object):
+    """TuneForge extension: the W&B / MLflow run the worker started for an integration."""
+
+    type: Literal["wandb", "mlflow"]
+    run_id: str
+    url: str | None = None
 
 
 @dataclass(frozen=True)
 class FineTuningJob(_Object):
-    _omit_if_none = frozenset({"suffix", "training", "base_model", "parent_model"})
+    _omit_if_none = frozenset({"suffix", "training", "base_model", "parent_model",
+                               "tracking_runs"})
 
     id: str
     created_at: int
@@ -259,6 +284,8 @@ class FineTuningJob(_Object):
     # Set when the job continues a fine-tuned model: its base model and that parent.
     base_model: str | None = None
     parent_model: str | None = None
+    # The W&B / MLflow runs of `integrations`, once the worker started them.
+    tracking_runs: list[TrackingRun] | None = None
     object: Literal["fine_tuning.job"] = "fine_tuning.job"
 
     @property
