@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -68,6 +68,9 @@ def translate(error: grpc.aio.AioRpcError) -> TuneForgeError:
                             grpc_code=code.name)
 
 
+S = TypeVar("S")
+
+
 class GrpcTransport:
     def __init__(self, target: str, api_key: str | None, timeout: float | None, *,
                  secure: bool = False) -> None:
@@ -79,6 +82,7 @@ class GrpcTransport:
         self._files: files_pb2_grpc.FilesStub | None = None
         self._jobs: ft_pb2_grpc.FineTuningStub | None = None
         self._models: models_pb2_grpc.ModelsStub | None = None
+        self._extra_stubs: dict[type, Any] = {}  # the extensions' services, per channel
 
     def _connect(self) -> None:
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -112,11 +116,20 @@ class GrpcTransport:
             self._connect()
         return self._models  # type: ignore[return-value]
 
+    def stub(self, stub_type: type[S]) -> S:
+        """A stub of another `tuneforge.v1` service (webhooks, organization) on the channel."""
+        if self._channel is None:
+            self._connect()
+        if stub_type not in self._extra_stubs:
+            self._extra_stubs[stub_type] = stub_type(self._channel)
+        return self._extra_stubs[stub_type]  # type: ignore[no-any-return]
+
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
             self._files = self._jobs = self._models = None
+            self._extra_stubs.clear()
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:

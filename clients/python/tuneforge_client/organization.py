@@ -37,16 +37,9 @@ class StorageUsage(_Object):
 class AsyncOrganization:
     def __init__(self, client: AsyncTuneForge) -> None:
         self._c = client
-        self._stub: pb_grpc.OrganizationStub | None = None
-        self._stub_channel: object = None
 
     def _grpc(self) -> pb_grpc.OrganizationStub:
-        transport = self._c._grpc
-        transport.models  # noqa: B018 (opens the channel)
-        if self._stub is None or self._stub_channel is not transport._channel:
-            self._stub, self._stub_channel = (pb_grpc.OrganizationStub(transport._channel),
-                                              transport._channel)
-        return self._stub
+        return self._c._grpc.stub(pb_grpc.OrganizationStub)
 
     async def storage(self) -> StorageUsage:
         if self._c.transport == "rest":

@@ -80,20 +80,13 @@ def _path(endpoint_id: str, tail: str = "") -> str:
 class AsyncWebhooks:
     def __init__(self, client: AsyncTuneForge) -> None:
         self._c = client
-        self._stub: pb_grpc.WebhooksStub | None = None
-        self._stub_channel: object = None
 
     @property
     def _rest(self) -> bool:
         return self._c.transport == "rest"
 
     def _grpc(self) -> pb_grpc.WebhooksStub:
-        transport = self._c._grpc
-        transport.models  # noqa: B018 (opens the channel)
-        if self._stub is None or self._stub_channel is not transport._channel:
-            self._stub, self._stub_channel = (pb_grpc.WebhooksStub(transport._channel),
-                                              transport._channel)
-        return self._stub
+        return self._c._grpc.stub(pb_grpc.WebhooksStub)
 
     async def _call(self, method: str, message: Any) -> Any:
         return await self._c._grpc.call(getattr(self._grpc(), method), message)
