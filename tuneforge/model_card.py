@@ -45,6 +45,7 @@ from tuneforge.base_models import COMPLETE_MARKER
 from tuneforge.domain import MethodType, TuningType
 from tuneforge.layout import S3Url
 from tuneforge.settings import S3Settings, Settings
+from tuneforge.token_counts import chat_template_source
 
 CARD_FILES = ("config.json", "generation_config.json", "tokenizer_config.json",
               "chat_template.jinja")
@@ -244,18 +245,8 @@ def _token_text(value: Any) -> str | None:
 
 
 def chat_template_text(files: CardFiles) -> str | None:
-    """transformers' order: `chat_template.jinja`, else `tokenizer_config.json`'s
-    `chat_template` (a string, or named templates of which "default" counts)."""
-    if "chat_template.jinja" in files.texts:
-        return files.texts["chat_template.jinja"]
-    value = files.json("tokenizer_config.json").get("chat_template")
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
-        default = named.get("default")
-        return default if isinstance(default, str) else None
-    return None
+    return chat_template_source(files.texts.get("chat_template.jinja"),
+                                files.json("tokenizer_config.json"))
 
 
 def _stop_ids(files: CardFiles) -> list[int]:

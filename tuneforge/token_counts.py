@@ -168,12 +168,18 @@ def _load(model_dir: str, _stamp: tuple[float, ...]) -> ChatTokenizer:
 
 
 def _chat_template(directory: Path, config: dict[str, Any]) -> str | None:
-    """transformers' order: `chat_template.jinja`, else `tokenizer_config.json`'s
-    `chat_template` (a string, or named templates of which "default" is used)."""
     jinja_file = directory / "chat_template.jinja"
-    if jinja_file.is_file():
-        return jinja_file.read_text()
-    value = config.get("chat_template")
+    return chat_template_source(jinja_file.read_text() if jinja_file.is_file() else None,
+                                config)
+
+
+def chat_template_source(jinja: str | None, tokenizer_config: dict[str, Any]) -> str | None:
+    """A model's chat template in transformers' order: `chat_template.jinja` (its text, when
+    the file exists), else `tokenizer_config.json`'s `chat_template` (a string, or named
+    templates of which "default" is used)."""
+    if jinja is not None:
+        return jinja
+    value = tokenizer_config.get("chat_template")
     if isinstance(value, str):
         return value
     if isinstance(value, list):
