@@ -257,6 +257,10 @@ class ModelService:
             rest = [i for i in ids if i not in result]
             if rest:
                 result.update(await self._checkpoints(session, rest, None))
+                result.update(dict.fromkeys((await session.execute(  # gone with their model
+                    select(JobCheckpoint.fine_tuned_model_checkpoint)
+                    .where(JobCheckpoint.fine_tuned_model_checkpoint.in_(rest),
+                           _model_deleted(JobCheckpoint.job_id)))).scalars()))
             rest = [i for i in rest if i not in result]
             if rest:
                 result.update(await self._requested(session, rest, None, ready_only=False))

@@ -96,7 +96,7 @@ async def test_servable_lookup_scope_and_states(
     states = await models.servable_states([name, newer, checkpoint, "ft:unknown"])
     assert states[name] is None
     assert states[newer] is not None and states[newer].adapter_prefix.endswith("/adapter")
-    assert states[checkpoint] is not None
+    assert states[checkpoint] is None  # its weights went with the deleted model
     assert "ft:unknown" not in states
 
 
