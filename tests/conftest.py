@@ -50,9 +50,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         import torch
 
         has_cuda = torch.cuda.is_available()
+    once = pytest.mark.skip(reason="its subject does not depend on the database: run once, "
+                                   "on SQLite")
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+        if _on_postgres(item) and not _runs_on_both_databases(item):
+            item.add_marker(once)
+
+
+# Where the database is the subject (state, transactions, races, the API's queries), tests
+# run on SQLite and PostgreSQL; training, serving, clients and the dashboard run once: they
+# reach the database only through the code these already check on both.
+_ON_BOTH_DATABASES = ("tests/store/", "tests/api/", "tests/grpc/", "tests/faults/",
+                      "tests/worker/test_races.py", "tests/worker/test_worker_crash.py",
+                      "tests/worker/test_background_writes.py")
+
+
+def _on_postgres(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("database_url") == "postgresql"
+
+
+def _runs_on_both_databases(item: pytest.Item) -> bool:
+    return item.nodeid.startswith(_ON_BOTH_DATABASES)
 
 
 @pytest.fixture(scope="session")

@@ -55,7 +55,8 @@ _HOOKS = textwrap.dedent('''
     import schemathesis
 
     STATE_DEPENDENT_CODES = {
-        "model_not_available", "invalid_file_id", "invalid_file_purpose", "invalid_lora_rank",
+        "model_not_available", "model_deleted", "checkpoint_not_found", "unsupported_parent",
+        "invalid_file_id", "invalid_file_purpose", "invalid_lora_rank",
         "invalid_max_seq_length", "unknown_target_modules", "bytes_mismatch", "md5_mismatch",
         # An uploaded file's bytes (JSONL for `fine-tune`) and its multipart filename are
         # beyond what a schema for a binary part can state.

@@ -48,15 +48,6 @@ LIMITS_MAX_TOKENS = 1900
 LIMITS_DEFAULT_TOKENS = 24
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    skip = pytest.mark.skip(reason="the vLLM suite runs once per session, on SQLite")
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if (_HERE in Path(str(item.fspath)).parents and "vllm" in item.keywords
-                and callspec is not None and "postgresql" in callspec.id):
-            item.add_marker(skip)
-
-
 @pytest.fixture(scope="package")
 def serving_settings(settings: Settings) -> Settings:
     # One OpenMP thread: on a CPU shared with other work, vLLM's threads bound to every core
