@@ -7,6 +7,7 @@ job stored, refuse a second stack on its ports, and leave no process behind when
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -45,6 +46,8 @@ class StackRun:
             **{f"TUNEFORGE_EMBEDDED__S3_{role.upper()}_PORT": str(port)
                for role, port in dataclasses.asdict(WeedPorts.free()).items()},
             "TUNEFORGE_MODEL_CACHE_DIR": str(MODEL_CACHE),
+            # Every line reaches the output file at once: a failure shows where a stop got to.
+            "PYTHONUNBUFFERED": "1",
         }
         self.output = data_dir / f"{args[-1] if args else 'run'}-{time.time_ns()}.out"
         self.process = subprocess.Popen(args, cwd=REPO, env=self.env,
@@ -69,7 +72,9 @@ class StackRun:
     def wait(self, within_s: float) -> int:
         deadline = time.monotonic() + within_s
         while self.process.poll() is None:
-            assert time.monotonic() < deadline, f"still running after {within_s} s:\n{self.text()}"
+            assert time.monotonic() < deadline, (
+                f"still running after {within_s} s (alive: {self.alive_commands()}):\n"
+                f"{self.text()}")
             self.watch_descendants()
             time.sleep(0.5)
         return self.process.returncode
@@ -77,6 +82,13 @@ class StackRun:
     def left_behind(self) -> list[str]:
         _, alive = psutil.wait_procs(list(self.seen.values()), timeout=30)
         return [f"{p.pid} {p.name()}" for p in alive]
+
+    def alive_commands(self) -> list[str]:
+        commands = []
+        for pid in [self.process.pid, *self.seen]:
+            with contextlib.suppress(psutil.Error):
+                commands.append(f"{pid} {' '.join(psutil.Process(pid).cmdline()[:4])}")
+        return commands
 
     def alive_names(self) -> set[str]:
         names = set()
