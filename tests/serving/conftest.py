@@ -39,7 +39,6 @@ ADAPTERS = 6
 ATTACH_URL = os.environ.get("TUNEFORGE_TEST_VLLM_URL", "")
 ATTACH_KEY = os.environ.get("TUNEFORGE_TEST_VLLM_API_KEY", "")
 _VLLM_KEYS: dict[str, str] = {ATTACH_URL: ATTACH_KEY} if ATTACH_URL else {}
-_HERE = Path(__file__).resolve().parent
 # The proxy's limits in this suite (tests/serving/test_limits.py): the tests run one at a
 # time, so a small per-organization cap never gets in the way of the others.
 LIMITS_CONCURRENT = 3
